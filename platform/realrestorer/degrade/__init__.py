@@ -86,7 +86,9 @@ def degrade(
     if not (isinstance(severity, (int, float)) and math.isfinite(severity) and 0.0 <= severity <= 1.0):
         raise ValueError(f"severity must be a number in [0, 1], got {severity!r}")
     rgb = to_rgb_float(image)
-    params = {"task": task, "severity": float(severity), **impl.sample(rgb, rng, float(severity))}
+    # A model that records what context it was given (reflection: "external") lists it in SAMPLE_CONTEXT.
+    sample_context = {key: context[key] for key in getattr(impl, "SAMPLE_CONTEXT", ()) if context.get(key) is not None}
+    params = {"task": task, "severity": float(severity), **impl.sample(rgb, rng, float(severity), **sample_context)}
     return like_input(impl.render(rgb, params, **context), image), params
 
 
