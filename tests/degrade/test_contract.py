@@ -109,3 +109,15 @@ def test_nine_fixed_prompts():
     assert list(TASKS) == ["blur", "compression", "moire", "lowlight", "noise", "flare", "reflection", "haze", "rain"]
     assert prompt("haze") == "Please dehaze the image"
     assert prompt("moire") == "Please remove the moiré patterns from the image"
+
+
+def test_srgb_conversions_are_exact_and_keep_shape():
+    from realrestorer.degrade.color import linear_to_srgb, srgb_to_linear
+
+    grid = np.linspace(0.0, 1.0, 10001)
+    exact = np.where(grid <= 0.04045, grid / 12.92, ((grid + 0.055) / 1.055) ** 2.4)
+    assert np.abs(srgb_to_linear(grid) - exact).max() < 1e-5
+    assert np.abs(linear_to_srgb(srgb_to_linear(grid)) - grid).max() < 1e-5
+    for shape in [(4, 5, 1), (1, 256, 1), (7,), (3, 3), (6, 5, 3)]:
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        assert srgb_to_linear(x).shape == shape and linear_to_srgb(x).shape == shape

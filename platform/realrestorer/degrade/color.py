@@ -32,7 +32,7 @@ def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     x = _as_image(x)
     y = x * np.float32(1 / (1 + _A))
     y += np.float32(_A / (1 + _A))
-    y = cv2.pow(y, 2.4)
+    y = cv2.pow(y, 2.4).reshape(x.shape)  # cv2 drops a trailing size-1 axis
     np.copyto(y, x * np.float32(1 / 12.92), where=x <= _TOE_SRGB)
     return y.reshape(shape)
 
@@ -41,7 +41,7 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """Linear light to sRGB encoding; values above 1 saturate (float32)."""
     shape = np.shape(x)
     x = _as_image(x)
-    y = cv2.pow(x, 1 / 2.4)
+    y = cv2.pow(x, 1 / 2.4).reshape(x.shape)
     y *= np.float32(1 + _A)
     y -= np.float32(_A)
     np.copyto(y, x * np.float32(12.92), where=x <= _TOE_LINEAR)
