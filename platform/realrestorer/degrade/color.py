@@ -84,17 +84,18 @@ def like_input(rgb: np.ndarray, original: np.ndarray) -> np.ndarray:
     integer inputs are rounded back to their integer type.
     """
     original = np.asarray(original)
-    out = np.clip(rgb, 0.0, 1.0)
+    out = rgb
     if original.ndim == 2 or original.shape[2] == 1:
         out = luminance(out)
         if original.ndim == 3:
             out = out[:, :, None]
-    if original.dtype == np.uint8:
-        out = (out * 255.0 + 0.5).astype(np.uint8)
-    elif original.dtype == np.uint16:
-        out = (out * 65535.0 + 0.5).astype(np.uint16)
+    if original.dtype in (np.uint8, np.uint16):
+        top = np.float32(np.iinfo(original.dtype).max)
+        out = out * top
+        out += np.float32(0.5)
+        out = np.clip(out, 0.0, top, out=out).astype(original.dtype)
     else:
-        out = out.astype(original.dtype, copy=False)
+        out = np.clip(out, 0.0, 1.0).astype(original.dtype, copy=False)
     if original.ndim == 3 and original.shape[2] == 4:
         out = np.concatenate([out, original[:, :, 3:4]], axis=2)
     return out
