@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from realrestorer.degrade import apply, degrade
-from realrestorer.degrade.blur import KERNEL_KINDS, KINDS, psf
-from realrestorer.degrade.color import luminance, srgb_to_linear
+from realrestorer.degrade.blur import (
+    KERNEL_KINDS,
+    KINDS,
+    _pieces,
+    convolve,
+    defocus_psf,
+    gaussian_psf,
+    low_pass_factor,
+    motion_psf,
+    psf,
+)
+from realrestorer.degrade.color import linear_to_srgb, luminance, srgb_to_linear
+
+from tests.conftest import psnr
 
 
 def _power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,3 +170,34 @@ def test_blur_conserves_light_in_linear_space():
         assert abs(float(srgb_to_linear(out).mean()) - mean_linear) < 0.01, kind
         # In sRGB terms, edges come out brighter than the average of black and white.
         assert float(out.mean()) > float(image.mean()) + 0.05, kind
+
+
+def test_sparse_convolution_equals_a_full_filter(photo):
+    """The piecewise direct convolution of a large PSF is the same convolution as one full filter."""
+    image = srgb_to_linear(photo.astype(np.float32) / 255.0)[:97, :131]  # odd, non-square
+    for kernel in (motion_psf(5, 30.0, 2.0), gaussian_psf(7.0, 1.0, 30.0), defocus_psf(9.0, 1.0, 0.5, 40.0)):
+        assert kernel.size > 129 and len(_pieces(kernel)) > 1  # really the piecewise path
+        reference = cv2.filter2D(image, -1, cv2.flip(kernel, -1), borderType=cv2.BORDER_REFLECT_101)
+        assert np.abs(convolve(image, kernel) - reference).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"kind": "defocus", "radius": 6.5, "rim": 1.0, "cat_eye": 0.4, "cat_eye_angle": 30.0},
+        {"kind": "gaussian", "sigma_x": 7.0, "sigma_y": 3.5, "angle": 25.0},
+    ],
+)
+def test_reduced_resolution_matches_the_full_convolution(params, photo):
+    """A PSF wide in every direction is applied at reduced resolution: same image, same place, same light."""
+    assert low_pass_factor(params) >= 2
+    image = photo.astype(np.float32) / 255.0
+    linear = srgb_to_linear(image)
+    exact = linear_to_srgb(convolve(linear, psf(params)))
+    fast = apply("blur", image, {"task": "blur", **params})
+    assert psnr(fast, exact) > 42.0
+    a, b = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (exact, fast))
+    (dx, dy), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F))
+    # A fifth of the contract's tolerance (phase correlation of two smooth images is good to ~0.1 px).
+    assert abs(dx) < 0.2 and abs(dy) < 0.2, f"shift {(dx, dy)}"
+    assert abs(float(srgb_to_linear(fast).mean()) - float(linear.mean())) < 2e-3

@@ -121,3 +121,9 @@ def test_srgb_conversions_are_exact_and_keep_shape():
     for shape in [(4, 5, 1), (1, 256, 1), (7,), (3, 3), (6, 5, 3)]:
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         assert srgb_to_linear(x).shape == shape and linear_to_srgb(x).shape == shape
+
+
+def test_allocator_is_tuned_for_image_buffers():
+    from realrestorer.degrade.memory import reuse_freed_buffers
+
+    assert reuse_freed_buffers() is True  # glibc here: freed image arrays stay in the heap for reuse

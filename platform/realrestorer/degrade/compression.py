@@ -69,7 +69,9 @@ def to_bgr_u8(rgb: np.ndarray) -> np.ndarray:
 
 def from_bgr_u8(bgr: np.ndarray) -> np.ndarray:
     """8-bit BGR to float32 RGB in [0, 1]."""
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) * np.float32(1.0 / 255.0)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    rgb *= np.float32(1.0 / 255.0)  # in place: a fresh image-sized buffer costs page faults
+    return rgb
 
 
 def roundtrip(rgb: np.ndarray, codec: str, quality: int, subsampling: str = "420") -> np.ndarray:

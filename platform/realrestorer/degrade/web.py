@@ -73,14 +73,16 @@ def _apply(image: np.ndarray, step: dict[str, Any]) -> np.ndarray:
     if op == "sharpen":
         # Unsharp mask: adding back the detail layer overshoots at edges (haloes).
         soft = cv2.GaussianBlur(image, (0, 0), step["sigma"], borderType=cv2.BORDER_REFLECT_101)
-        return np.clip(cv2.addWeighted(image, 1.0 + step["amount"], soft, -step["amount"], 0.0), 0.0, 1.0)
+        sharp = cv2.addWeighted(image, 1.0 + step["amount"], soft, -step["amount"], 0.0)
+        return np.clip(sharp, 0.0, 1.0, out=sharp)
     if op == "blur":
         return convolve(image, gaussian_psf(step["sigma_x"], step["sigma_y"], step["angle"]))
     if op == "noise":
         # Luma-only: phone pipelines denoise chroma far harder than luma.
         h, w = image.shape[:2]
-        grain = np.random.default_rng(step["seed"]).standard_normal((h, w, 1), dtype=np.float32)
-        return np.clip(image + np.float32(step["sigma"]) * grain, 0.0, 1.0)
+        grain = np.random.default_rng(step["seed"]).standard_normal((h, w), dtype=np.float32)
+        noisy = cv2.scaleAdd(cv2.merge([grain, grain, grain]), step["sigma"], image)
+        return np.clip(noisy, 0.0, 1.0, out=noisy)
     if op == "jpeg":
         return roundtrip(image, "jpeg", step["quality"], step["subsampling"])
     if op == "webp":
