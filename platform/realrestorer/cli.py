@@ -9,6 +9,13 @@ import time
 from pathlib import Path
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake prints one line instead of the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help="preset name (tiny, small, flux-12b) or a YAML file (default: tiny)")
     parser.add_argument(
@@ -70,7 +77,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from realrestorer.degrade import ALL_TASKS
 
-    parser = argparse.ArgumentParser(prog="realrestorer", description="Real-world image restoration platform.")
+    parser = _Parser(prog="realrestorer", description="Real-world image restoration platform.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("degrade", help="degrade one image, or draw the gallery of every task",

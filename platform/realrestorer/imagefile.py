@@ -27,7 +27,13 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image") from None
     if width * height > MAX_PIXELS:
         raise ValueError(f"{path}: {width}×{height} is larger than the {MAX_PIXELS:,}-pixel limit")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # OpenCV would print its own warning for a truncated file; the ValueError below says it once.
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
     if image is None:
         raise ValueError(f"{path}: not a readable image (corrupt or truncated?)")
     if image.dtype != np.uint8:

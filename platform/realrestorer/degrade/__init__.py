@@ -64,7 +64,7 @@ def _check_context(context: dict[str, Any]) -> None:
 
 
 def prompt(task: str) -> str:
-    """The fixed instruction for a task (`mixed` and `web` use the task of their strongest part)."""
+    """The fixed instruction for one of the nine tasks."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} has no fixed prompt; the nine tasks are: {', '.join(TASKS)}")
     return TASKS[task]
