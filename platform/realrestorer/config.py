@@ -14,7 +14,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from realrestorer.data.config import DataConfig
 from realrestorer.degrade.config import DegradeConfig
+from realrestorer.model.config import ModelConfig
+from realrestorer.storage import StorageConfig
+from realrestorer.tracking import TrackingConfig
+from realrestorer.train.config import TrainConfig
 
 PRESETS = ("tiny", "small", "flux-12b")
 
@@ -27,6 +32,11 @@ class PipelineConfig(BaseModel):
     preset: str = Field("tiny", description="Name of the preset this config was built from.")
     seed: int = Field(0, description="Master seed; every random choice derives from it.")
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 class ConfigError(ValueError):

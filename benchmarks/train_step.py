@@ -1,0 +1,236 @@
+"""Training-step speed: Ray Train + DeepSpeed against a bare PyTorch loop, same model, same batch.
+
+Each variant runs in its own child process (so peak memory is its own) and
+trains on one fixed batch for `--steps` timed steps after `--warmup` steps:
+
+  bare       torch AdamW on the DiT; on GPU fp32 weights with bf16 autocast
+  deepspeed  the trainer's DeepSpeed engine (bf16 + fp32 master weights on GPU, fp32 on CPU), no Ray
+  ray        the same engine inside a one-worker Ray Train TorchTrainer
+
+`--no-ray` drops the Ray variant (for a GPU box without Ray). Prints a table,
+then one JSON line.
+
+    python benchmarks/train_step.py --config tiny
+    python benchmarks/train_step.py --config flux-width --no-ray
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CONFIGS = ("tiny", "small", "flux-width")
+DEFAULT_BATCH = {"tiny": 16, "small": 32, "flux-width": 8}
+# FLUX width and heads at reduced depth; 8×8 pixel cells give FLUX's 1024 target tokens at 512².
+FLUX_WIDTH = [
+    "model.dit.num_layers=2", "model.dit.num_single_layers=4", "model.dit.attention_head_dim=128",
+    "model.dit.num_attention_heads=24", "model.dit.axes_dims_rope=[16, 56, 56]", "model.pixel_patch=8",
+    "model.dit.in_channels=768", "model.resolution=512",
+]
+TARGETS = {"ratio_gpu": 0.9, "ratio_cpu": 0.8, "mfu_flux_width": 0.45}
+
+
+def model_config(name: str):
+    from realrestorer.config import load_config
+
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return load_config("small", FLUX_WIDTH) if name == "flux-width" else load_config(name)
+
+
+def _fixed_batch(model_cfg, batch: int, device):
+    import torch
+
+    from realrestorer.degrade import TASKS
+
+    gen = torch.Generator().manual_seed(0)
+    side = model_cfg.model.resolution
+    clean = torch.rand(batch, 3, side, side, generator=gen)
+    prompts = [list(TASKS.values())[i % len(TASKS)] for i in range(batch)]
+    return clean.to(device), (clean * 0.5 + 0.2).to(device), prompts
+
+
+def _timed(step, device, warmup: int, steps: int) -> float:
+    from realrestorer.train.throughput import Stopwatch
+
+    for _ in range(warmup):
+        step()
+    watch = Stopwatch(device)
+    for _ in range(steps):
+        step()
+    return watch.lap()
+
+
+def _result(cfg, device, batch: int, steps: int, seconds: float) -> dict:
+    import resource
+
+    import torch
+
+    from realrestorer.train.throughput import dit_step_cost, peak_flops, rates
+
+    out = rates(dit_step_cost(cfg.model), batch * steps, seconds, 1, peak_flops(device))
+    if device.type == "cuda":
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu×{torch.get_num_threads()}"
+    return out
+
+
+def _device():
+    import torch
+
+    if torch.cuda.is_available():
+        # cuDNN's SDPA backward failed on FLUX-shaped stacks on an H100 (ENVIRONMENT.md).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def measure_bare(name: str, batch: int, warmup: int, steps: int) -> dict:
+    import torch
+
+    from realrestorer.model import build_restorer
+
+    device = _device()
+    cfg = model_config(name)
+    restorer = build_restorer(cfg.model).to(device).train()
+    optimizer = torch.optim.AdamW(restorer.dit.parameters(), lr=1e-4)
+    clean, degraded, prompts = _fixed_batch(cfg, batch, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with autocast:
+            loss = restorer(clean, degraded, prompts, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(restorer.dit.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
+
+
+def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int) -> dict:
+    import deepspeed
+    import torch
+
+    from realrestorer.model import build_restorer
+    from realrestorer.train.config import StageConfig
+    from realrestorer.train.deepspeed import deepspeed_config
+
+    device = _device()
+    if not torch.distributed.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    cfg = model_config(name)
+    stage = StageConfig(batch_size=batch, micro_batch_size=batch, zero_stage=zero_stage, use_gpu=device.type == "cuda")
+    restorer = build_restorer(cfg.model)
+    engine, *_ = deepspeed.initialize(model=restorer, model_parameters=list(restorer.dit.parameters()), config=deepspeed_config(stage))
+    engine.train()
+    clean, degraded, prompts = _fixed_batch(cfg, batch, device)
+
+    def step():
+        loss = engine(clean, degraded, prompts, generator=torch.Generator().manual_seed(0))
+        engine.backward(loss)
+        engine.step()
+
+    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
+
+
+def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int) -> dict:
+    import ray
+    import ray.train
+    import torch
+    from ray.train.torch import TorchTrainer
+
+    def worker(config: dict) -> None:
+        torch.set_num_threads(config["threads"])
+        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage)
+        # Train V2 keeps only metrics that come with a checkpoint: ship them as one.
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "metrics.json").write_text(json.dumps(measured))
+            ray.train.report(measured, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    use_gpu = torch.cuda.is_available()
+    threads = os.cpu_count() or 1
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=threads + 2, include_dashboard=True)
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            trainer = TorchTrainer(
+                worker,
+                train_loop_config={"threads": threads},
+                scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": threads}),
+                run_config=ray.train.RunConfig(name="train-step-benchmark", storage_path=storage),
+            )
+            with trainer.fit().checkpoint.as_directory() as directory:
+                return json.loads(Path(directory, "metrics.json").read_text())
+    finally:
+        ray.shutdown()
+
+
+def _child(variant: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{variant} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tiny", choices=CONFIGS)
+    parser.add_argument("--batch", type=int, default=None, help="samples per step (default per config)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--zero", type=int, default=2, choices=(0, 1, 2, 3), help="DeepSpeed ZeRO stage")
+    parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
+    parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.batch = args.batch or DEFAULT_BATCH[args.config]
+
+    if args.variant == "bare":
+        print(json.dumps(measure_bare(args.config, args.batch, args.warmup, args.steps)))
+        return 0
+    if args.variant in ("deepspeed", "ray"):
+        measure = measure_deepspeed if args.variant == "deepspeed" else measure_ray
+        print(json.dumps(measure(args.config, args.batch, args.warmup, args.steps, args.zero)))
+        return 0
+
+    variants = ["bare", "deepspeed"] + ([] if args.no_ray else ["ray"])
+    results = {variant: _child(variant, args) for variant in variants}
+    bare = results["bare"]["samples_per_s"]
+    gpu = "mfu" in results["bare"]
+    print(f"train step · config {args.config} · batch {args.batch} · ZeRO-{args.zero} · {results['bare']['device']}")
+    print(f"{'variant':<11}{'samples/s':>11}{'tokens/s':>12}{'MFU':>8}{'peak MB':>10}{'ratio':>8}")
+    for variant, r in results.items():
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        print(f"{variant:<11}{r['samples_per_s']:>11.2f}{r['tokens_per_s']:>12.0f}{mfu:>8}{r['peak_mem_mb']:>10.0f}"
+              f"{r['samples_per_s'] / bare:>8.3f}")
+    trainer = results["deepspeed" if args.no_ray else "ray"]
+    summary = {
+        "benchmark": "train_step", "config": args.config, "batch": args.batch, "zero_stage": args.zero,
+        "device": results["bare"]["device"], "results": results,
+        "ratio": trainer["samples_per_s"] / bare, "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
+    }
+    if gpu and args.config == "flux-width":
+        summary["mfu_target"] = TARGETS["mfu_flux_width"]
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The dataset builder on Ray Data: scan → dedup → split → shards (CPU actor pool) → manifest.
+
+`build_dataset(cfg)` is the one entry point. Work is planned as shards (a fixed
+list of source images each) so that a shard is the unit of parallelism, of
+determinism and of resume: a shard whose `_done` marker exists is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+
+from realrestorer import storage, tracking
+from realrestorer.config import PipelineConfig
+from realrestorer.data import filters, shards
+from realrestorer.data.sources import list_clean, list_real, load_image, split_of
+from realrestorer.data.synthesize import ShardBuilder, done_uri
+
+log = logging.getLogger(__name__)
+
+
+def output_uri(cfg: PipelineConfig) -> str:
+    """Where the dataset goes: `data.output`, else `<storage.root>/datasets/<data.name>`."""
+    return cfg.data.output or storage.join(cfg.storage.root, "datasets", cfg.data.name)
+
+
+def _scan_batch(batch: dict[str, np.ndarray], cfg_json: str) -> dict[str, np.ndarray]:
+    # Validate each clean source and hash it for near-duplicate removal.
+    cfg = PipelineConfig.model_validate_json(cfg_json)
+    status, hashes = [], []
+    for uri in batch["source_uri"]:
+        image, reason = load_image(str(uri), cfg.data, cfg.storage)
+        status.append(reason or "ok")
+        hashes.append(0 if image is None else filters.phash(image))
+    return {"source_uri": batch["source_uri"], "status": np.array(status), "phash": np.array(hashes, dtype=np.uint64)}
+
+
+class _ShardActor:
+    """One per CPU: loads the quality metrics and the teacher once, then builds shards."""
+
+    def __init__(self, cfg_json: str, output: str, needs_teacher: bool):
+        import cv2
+
+        from realrestorer.data.teacher import load_teacher
+
+        cv2.setNumThreads(1)  # one actor per CPU already; more threads only oversubscribe
+        cfg = PipelineConfig.model_validate_json(cfg_json)
+        self.scorer = filters.QualityScorer(cfg.data.filters)
+        teacher = load_teacher(cfg.data.teacher) if needs_teacher else None
+        self.builder = ShardBuilder(cfg, output, self.scorer, teacher)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        stats = []
+        for shard_json in batch["shard"]:
+            result = self.builder.build(json.loads(str(shard_json)))
+            result["unavailable_metrics"] = self.scorer.unavailable
+            stats.append(json.dumps(result))
+        return {"stats": np.array(stats, dtype=object)}
+
+
+def plan_shards(items_by_split: dict[str, list[Any]], kind: str, per_shard: int) -> list[dict[str, Any]]:
+    """Cut each split's sorted items into shards of `per_shard` items."""
+    plan = []
+    for split, items in sorted(items_by_split.items()):
+        for index, start in enumerate(range(0, len(items), per_shard)):
+            plan.append({"split": split, "kind": kind, "index": index, "items": items[start:start + per_shard]})
+    return plan
+
+
+def _scan(cfg: PipelineConfig, uris: list[str], num_workers: int) -> tuple[list[str], Counter]:
+    import ray.data
+
+    rejections: Counter = Counter()
+    ds = ray.data.from_items([{"source_uri": u} for u in uris], override_num_blocks=min(len(uris), 4 * num_workers))
+    rows = ds.map_batches(
+        _scan_batch, fn_kwargs={"cfg_json": cfg.model_dump_json()}, batch_size=16,
+        compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1,
+    ).take_all()
+    rows.sort(key=lambda r: r["source_uri"])
+    valid = [r for r in rows if r["status"] == "ok"]
+    rejections.update(r["status"] for r in rows if r["status"] != "ok")
+    duplicate = filters.near_duplicates([int(r["phash"]) for r in valid], cfg.data.filters.dedup_max_distance)
+    rejections["near_duplicate"] += int(duplicate.sum())
+    return [r["source_uri"] for r, dup in zip(valid, duplicate) if not dup], rejections
+
+
+def _plan(cfg: PipelineConfig, num_workers: int) -> tuple[list[dict[str, Any]], Counter, int]:
+    data = cfg.data
+    uris = list_clean(data.clean_source, cfg.storage)
+    if not uris:
+        raise ValueError(f"data.clean_source={data.clean_source!r} holds no files")
+    sources, rejections = _scan(cfg, uris, num_workers)
+    by_split: dict[str, list[str]] = {}
+    for uri in sources:
+        by_split.setdefault(split_of(uri, cfg.seed, data.splits), []).append(uri)
+    plan = plan_shards(by_split, "synthetic", data.images_per_shard)
+    if data.real_source is not None:
+        real_by_split: dict[str, list[dict]] = {}
+        for item in sorted(list_real(data.real_source, cfg.storage), key=lambda i: i["degraded"]):
+            real_by_split.setdefault(split_of(item["degraded"], cfg.seed, data.splits), []).append(item)
+        plan += plan_shards(real_by_split, "real", data.images_per_shard)
+    elif data.build_proxy:
+        plan += plan_shards(by_split, "proxy", data.images_per_shard)
+    return plan, rejections, len(uris)
+
+
+def _collect(output: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
+    fs, path = storage.filesystem(storage.join(output, "_done"), cfg.storage)
+    return [json.loads(fs.cat_file(p)) for p in sorted(fs.glob(f"{path}/*.json"))]
+
+
+def _run_shards(cfg: PipelineConfig, output: str, pending: list[dict[str, Any]], num_workers: int) -> None:
+    import ray.data
+    from tqdm import tqdm
+
+    if not pending:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # one bar, counted in shards, is ours
+    ds = ray.data.from_items([{"shard": json.dumps(s)} for s in pending], override_num_blocks=len(pending))
+    size = max(1, min(num_workers, len(pending)))
+    results = ds.map_batches(
+        _ShardActor, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=size),
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "output": output,
+                               "needs_teacher": any(s["kind"] == "real" for s in pending)},
+    )
+    with tqdm(total=len(pending), desc="shards", unit="shard") as bar:
+        for row in results.iter_rows():
+            stats = json.loads(row["stats"])
+            bar.set_postfix(pairs=stats["num_pairs"])
+            bar.update(1)
+
+
+def _aggregate(stats: list[dict[str, Any]], scan_rejections: Counter) -> tuple[dict, dict, dict]:
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    rejections = Counter(scan_rejections)
+    unavailable: dict[str, str] = {}
+    for shard in stats:
+        for key, n in shard["counts"].items():
+            split, kind, task = key.split("/")
+            bucket = counts.setdefault(split, {}).setdefault(kind, {})
+            bucket[task] = bucket.get(task, 0) + n
+        rejections.update(shard["rejections"])
+        unavailable.update(shard.get("unavailable_metrics", {}))
+    return counts, dict(sorted(rejections.items())), unavailable
+
+
+def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
+    """Build (or finish) the dataset described by `cfg`; write `manifest.json`; return the summary."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    if cfg.degrade.reflection_layers is not None:
+        log.warning("degrade.reflection_layers is ignored by the dataset builder: reflections use the scene itself")
+    if cfg.data.vlm_path is not None:
+        raise ValueError("data.vlm_path is set, but this build has no VLM check; unset data.vlm_path")
+    start = time.perf_counter()
+    output = output_uri(cfg)
+    num_workers = cfg.data.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    plan, scan_rejections, num_sources = _plan(cfg, num_workers)
+    pending = [s for s in plan if not storage.exists(done_uri(output, s["split"], s["kind"], s["index"]), cfg.storage)]
+    _run_shards(cfg, output, pending, num_workers)
+    seconds = time.perf_counter() - start
+    planned = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in plan}
+    stats = [s for s in _collect(output, cfg) if s["shard"] in planned]
+    counts, rejections, unavailable = _aggregate(stats, scan_rejections)
+    built_now = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in pending}
+    pairs_now = sum(s["num_pairs"] for s in stats if s["shard"] in built_now)
+    summary = {
+        "output": output,
+        "num_sources": num_sources,
+        "num_pairs": sum(s["num_pairs"] for s in stats),
+        "counts": counts,
+        "rejections": rejections,
+        "shards": {"total": len(plan), "built": len(pending), "skipped": len(plan) - len(pending)},
+        "seconds": round(seconds, 3),
+        "pairs_per_s": round(pairs_now / seconds, 3) if pending else None,
+        "quality_metrics": {"used": [m for m in cfg.data.filters.quality_metrics if m not in unavailable],
+                            "unavailable": unavailable},
+        "vlm_check": "skipped: data.vlm_path is not set",
+    }
+    manifest = {**summary, "format": "realrestorer-pairs", "version": 1, "code_version": version("realrestorer"),
+                "config": cfg.model_dump(mode="json")}
+    storage.write_bytes(storage.join(output, "manifest.json"), json.dumps(manifest, indent=2).encode(), cfg.storage)
+    log.info("vlm check %s", summary["vlm_check"])
+    with tracking.run(cfg, "synthesize") as active:
+        if active is not None:
+            _log_to_mlflow(summary, manifest, output, cfg)
+    return summary
+
+
+def _log_to_mlflow(summary: dict[str, Any], manifest: dict[str, Any], output: str, cfg: PipelineConfig) -> None:
+    import mlflow
+
+    from realrestorer.data.report import contact_sheet
+
+    metrics = {"num_pairs": summary["num_pairs"], "num_sources": summary["num_sources"]}
+    if summary["pairs_per_s"] is not None:
+        metrics["pairs_per_s"] = summary["pairs_per_s"]
+    for split, kinds in summary["counts"].items():
+        for kind, tasks in kinds.items():
+            metrics.update({f"pairs.{split}.{kind}.{task}": n for task, n in tasks.items()})
+    metrics.update({f"rejected.{reason}": n for reason, n in summary["rejections"].items()})
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(manifest, "manifest.json")
+    sheet = contact_sheet(output, cfg.storage)
+    if sheet is not None:
+        mlflow.log_image(sheet, "contact_sheet.png")
+
+
+__all__ = ["build_dataset", "output_uri", "plan_shards"]

@@ -1,0 +1,187 @@
+"""Image sources: listing clean and real images, and loading them with validation.
+
+A file that cannot be used is never an error: `load_image` returns the reason
+(`empty_file`, `file_too_large`, `not_an_image`, `decompression_bomb`,
+`too_small`, `corrupt`), and the builder counts it in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from realrestorer import storage
+from realrestorer.data.config import SPLITS, DataConfig
+from realrestorer.degrade import TASKS
+
+# The colour photos scikit-image ships (offline): the built-in clean set.
+BUILTIN_PHOTOS = (
+    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+    "retina", "colorwheel", "motorcycle_left", "motorcycle_right",
+)
+BUILTIN_SCHEME = "skimage://"
+
+SKIP_REASONS = ("empty_file", "file_too_large", "not_an_image", "decompression_bomb", "too_small", "corrupt", "unreadable")
+
+
+def list_files(source: str, storage_cfg: storage.StorageConfig | None = None) -> list[str]:
+    """Every file under a folder/prefix, or matching a glob, as sorted URIs (hidden files left out)."""
+    fs, path = storage.filesystem(source, storage_cfg)
+    if any(ch in path for ch in "*?["):
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = fs.find(path)
+    elif fs.exists(path):
+        found = [path]
+    else:
+        raise ValueError(f"image source {source!r} does not exist")
+    files = [p for p in found if not p.rsplit("/", 1)[-1].startswith(".") and not fs.isdir(p)]
+    return sorted(storage.with_protocol(fs, p) for p in files)
+
+
+def list_clean(source: str | None, storage_cfg: storage.StorageConfig | None = None) -> list[str]:
+    """URIs of the clean images; None means the built-in scikit-image photos."""
+    if source is None:
+        return [f"{BUILTIN_SCHEME}{name}" for name in BUILTIN_PHOTOS]
+    return list_files(source, storage_cfg)
+
+
+def list_real(source: str, storage_cfg: storage.StorageConfig | None = None) -> list[dict[str, Any]]:
+    """Real items {degraded, reference (or None), task} from a `<task>/degraded|reference/` folder or a .jsonl manifest."""
+    if source.endswith(".jsonl"):
+        items = [json.loads(line) for line in storage.read_bytes(source, storage_cfg).decode().splitlines() if line.strip()]
+        for n, item in enumerate(items, 1):
+            if "degraded" not in item or item.get("task") not in TASKS:
+                raise ValueError(f"{source} line {n}: needs 'degraded' and a 'task' among {', '.join(TASKS)}")
+        return [{"degraded": i["degraded"], "reference": i.get("reference"), "task": i["task"]} for i in items]
+    items = []
+    for uri in list_files(source, storage_cfg):
+        parts = uri.rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-2] == "degraded":
+            task = parts[-3]
+            if task not in TASKS:
+                raise ValueError(f"real image {uri} is in folder {task!r}, which is not one of the nine tasks")
+            reference = "/".join(parts[:-2] + ["reference", parts[-1]])
+            items.append({"degraded": uri, "reference": reference, "task": task})
+    references = set(list_files(source, storage_cfg))
+    for item in items:
+        if item["reference"] not in references:
+            item["reference"] = None
+    if not items:
+        raise ValueError(f"no real images under {source}: expected <task>/degraded/<name> files")
+    return items
+
+
+def _builtin(name: str) -> np.ndarray:
+    from skimage import data as skdata
+
+    if name not in BUILTIN_PHOTOS:
+        raise ValueError(f"unknown built-in photo {name!r}; choose one of {', '.join(BUILTIN_PHOTOS)}")
+    if name.startswith("motorcycle_"):
+        left, right, _ = skdata.stereo_motorcycle()
+        photo = left if name == "motorcycle_left" else right
+    else:
+        photo = getattr(skdata, name)()
+    return np.ascontiguousarray(photo[..., :3]).astype(np.uint8)
+
+
+def _decode_checked(data: bytes, cfg: DataConfig) -> tuple[np.ndarray | None, str | None]:
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and raises above 2×) on big headers; our own limit decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+    except Image.DecompressionBombError:
+        return None, "decompression_bomb"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None, "not_an_image"
+    width, height = image.size
+    if width * height > cfg.max_pixels:
+        return None, "decompression_bomb"
+    if min(width, height) < cfg.smallest_side:
+        return None, "too_small"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: PIL's RGB conversion would clip, so scale down first.
+                rgb = (np.asarray(image, dtype=np.float32) / 257.0).round().astype(np.uint8)
+                rgb = np.repeat(rgb[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError):
+        return None, "corrupt"
+    return np.ascontiguousarray(rgb), None
+
+
+def load_image(uri: str, cfg: DataConfig, storage_cfg: storage.StorageConfig | None = None) -> tuple[np.ndarray | None, str | None]:
+    """(H×W×3 uint8 RGB, None), or (None, skip reason) for a file that cannot be used."""
+    if uri.startswith(BUILTIN_SCHEME):
+        photo = _builtin(uri[len(BUILTIN_SCHEME):])
+        return (None, "too_small") if min(photo.shape[:2]) < cfg.smallest_side else (photo, None)
+    try:
+        fs, path = storage.filesystem(uri, storage_cfg)
+        size = fs.size(path)
+        if not size:
+            return None, "empty_file"
+        if size > cfg.max_file_bytes:
+            return None, "file_too_large"
+        with fs.open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, PermissionError):
+        return None, "unreadable"
+    return _decode_checked(data, cfg)
+
+
+def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """Downscale (aspect kept) so the short side is `short_side`; smaller images are returned as they are."""
+    height, width = rgb.shape[:2]
+    scale = short_side / min(height, width)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def random_crop(shape: tuple[int, ...], side: int, rng: np.random.Generator) -> list[int]:
+    """[x, y, w, h] of a random side×side window inside an image of `shape`."""
+    height, width = shape[:2]
+    if min(height, width) < side:
+        raise ValueError(f"image {width}×{height} is smaller than the {side}² crop")
+    x = int(rng.integers(0, width - side + 1))
+    y = int(rng.integers(0, height - side + 1))
+    return [x, y, side, side]
+
+
+def split_of(source_uri: str, seed: int, fractions: dict[str, float]) -> str:
+    """The split of a source image: a hash of its URI placed on the cumulative split fractions."""
+    digest = hashlib.sha256(f"{seed}|{source_uri}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    edge = 0.0
+    for name in SPLITS:
+        edge += fractions.get(name, 0.0)
+        if u < edge:
+            return name
+    return next(name for name in reversed(SPLITS) if fractions.get(name, 0.0) > 0)
+
+
+__all__ = [
+    "BUILTIN_PHOTOS",
+    "SKIP_REASONS",
+    "list_clean",
+    "list_files",
+    "list_real",
+    "load_image",
+    "random_crop",
+    "resize_short_side",
+    "split_of",
+]

@@ -1,0 +1,61 @@
+"""Pretrained components come from a local directory or an s3:// URI, never from a hub."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained file is absent; the message names the file and the config key that points at it."""
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("REALRESTORER_CACHE", Path.home() / ".cache" / "realrestorer")) / "weights"
+
+
+def _download(uri: str, key: str) -> Path:
+    # Remote directories are mirrored into a cache named by the URI and its listing (names, sizes, ETags),
+    # so from_pretrained reads local files and a rewritten checkpoint is fetched again.
+    from realrestorer.storage import filesystem
+
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise MissingWeightsError(f"{key}: {uri} not found")
+    listing = fs.find(path, detail=True)
+    fingerprint = json.dumps(
+        sorted((name, info.get("size"), str(info.get("ETag", info.get("mtime")))) for name, info in listing.items())
+    )
+    local = _cache_root() / hashlib.sha256((uri + fingerprint).encode()).hexdigest()[:16]
+    marker = local / ".complete"
+    if not marker.exists():
+        for name in listing:
+            target = local / name[len(path) :].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(name, str(target))
+        marker.touch()
+    return local
+
+
+def resolve_dir(uri: str, key: str, required: tuple[str, ...]) -> Path:
+    """A local directory holding `required` files (relative names) for the component named by config `key`."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    local = _download(uri, key) if "://" in uri else Path(uri).expanduser()
+    if not local.is_dir():
+        raise MissingWeightsError(f"{key}: directory {uri} not found")
+    for name in required:
+        if not (local / name).is_file():
+            raise MissingWeightsError(f"{key}: {uri.rstrip('/')}/{name} not found")
+    return local
+
+
+def require_one_of(local: Path, uri: str, key: str, names: tuple[str, ...]) -> Path:
+    """The first of `names` present in `local`; a one-line error naming them when none is."""
+    for name in names:
+        if (local / name).is_file():
+            return local / name
+    others = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
+    raise MissingWeightsError(f"{key}: {uri.rstrip('/')}/{names[0]}{others} not found")

@@ -1,0 +1,109 @@
+"""Training batches from Ray Data: decode pairs in the data pipeline, stream micro-batches with a resumable position.
+
+A worker's stream is a sequence of epochs over its shard; within an epoch the
+order comes from a local shuffle seeded by (seed, epoch). The position is
+(epoch, micro-batches consumed in it), which is all a checkpoint needs to put a
+resumed run back at the same place in the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
+
+from realrestorer.data.shards import decode_image
+
+COLUMNS = ("clean", "degraded", "prompt", "task")
+
+
+def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A Ray Data `map_batches` step: PNG/JPEG bytes → N×H×W×3 uint8 arrays (uint8 keeps the object store small)."""
+    clean = [decode_image(b) for b in batch["clean"]]
+    degraded = [decode_image(b) for b in batch["degraded"]]
+    shapes = {img.shape for img in clean + degraded}
+    if len(shapes) != 1:
+        raise ValueError(f"training pairs must share one size to be batched; got sizes {sorted(shapes)}")
+    return {"clean": np.stack(clean), "degraded": np.stack(degraded), "prompt": batch["prompt"], "task": batch["task"]}
+
+
+def _to_tensor(images_NHW3: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images_NHW3)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class PairCollate(NumpyBatchCollateFn):
+    """Decoded numpy columns → B×3×H×W float32 tensors in [0, 1] and lists of prompts and tasks."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {
+            "clean": _to_tensor(batch["clean"]),
+            "degraded": _to_tensor(batch["degraded"]),
+            "prompts": [str(p) for p in batch["prompt"]],
+            "tasks": [str(t) for t in batch["task"]],
+        }
+
+
+def micro_batches(shard, micro_batch_size: int, shuffle_buffer: int, seed: int, epoch: int = 0,
+                  position: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Endless (epoch, position after this batch, batch) from a worker's `DataIterator`, starting at a saved position.
+
+    Every worker of a run gets an equal share of rows (Ray Train splits with
+    equal=True), so all workers cross epoch boundaries at the same step.
+    """
+    while True:
+        batches = shard.iter_torch_batches(
+            batch_size=micro_batch_size,
+            drop_last=True,
+            local_shuffle_buffer_size=shuffle_buffer or None,
+            local_shuffle_seed=(seed * 100_003 + epoch) if shuffle_buffer else None,
+            collate_fn=PairCollate(),
+        )
+        count = 0
+        for index, batch in enumerate(batches):
+            count += 1
+            # Skipped batches still flow through the pipeline: that is what keeps the order identical.
+            if index >= position:
+                yield epoch, index + 1, batch
+        if count == 0:
+            raise ValueError(f"this worker's share of the training data holds no full micro-batch of {micro_batch_size}")
+        epoch, position = epoch + 1, 0
+
+
+def step_seed(seed: int, step: int, micro_index: int) -> int:
+    """The seed of one micro-batch's noise, sigmas and prompt dropout.
+
+    `micro_index` counts micro-batches across all workers (rank × accumulation +
+    i), so the noise of a global batch is the same however many workers share it.
+    """
+    return int(np.random.SeedSequence([seed, step, micro_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class RankRows:
+    """A re-iterable over one worker's share (every `world`-th row from `rank`) of a `DataIterator`.
+
+    Mixed streams draw from two sources at random rates, so workers would reach
+    epoch ends at different steps; a streaming split waits for every worker at
+    each epoch start and would deadlock against the gradient all-reduce. Each
+    worker therefore reads the whole dataset and keeps its own rows.
+    """
+
+    def __init__(self, iterator, rank: int, world: int):
+        self.iterator, self.rank, self.world = iterator, rank, world
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for index, row in enumerate(self.iterator.iter_rows()):
+            if index % self.world == self.rank:
+                yield row
+
+
+def mixed_micro_batches(reader, first_step: int, num_accum: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Endless (0, micro-batches drawn, batch) from a stage-2 `MixingReader`, its ratio following the optimizer step."""
+    count = first_step * num_accum
+    while True:
+        # The reader's schedule is read at the optimizer step, not at the micro-batch count.
+        reader.step = count // num_accum
+        batch = next(reader)
+        count += 1
+        yield 0, count, PairCollate()({key: np.asarray(batch[key]) for key in ("clean", "degraded", "prompt", "task")})

@@ -1,0 +1,222 @@
+"""The Ray Train worker function: a DeepSpeed engine over the restorer, fed by Ray Data.
+
+Each worker builds the restorer, hands it to DeepSpeed (only the DiT's
+parameters go to the optimizer), resumes from `ray.train.get_checkpoint()` when
+there is one, and then runs optimizer steps until the stage's planned count.
+Every `checkpoint_every` steps all workers save their DeepSpeed shards and call
+`ray.train.report` together.
+
+Data position: a single-kind stage streams epochs of its Ray Data shard and a
+checkpoint records (epoch, micro-batches consumed), so a resumed run skips to the
+same place. A mixed stage (stage 2) restarts its sources on resume and re-seeds
+its synthetic/real draws from the step, so the mix stays on schedule.
+
+Fault injection for tests: with REALRESTORER_FAIL_AT_STEP=N set, rank 0 of a
+run that started without a checkpoint exits the process abruptly when it
+reaches step N, as a crashed or preempted worker would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from realrestorer.config import PipelineConfig
+from realrestorer.model.restorer import build_restorer, load_dit
+from realrestorer.train import validate
+from realrestorer.data.mixing import MixingReader, ratio_at
+from realrestorer.train.batches import RankRows, micro_batches, mixed_micro_batches, step_seed
+from realrestorer.train.deepspeed import deepspeed_config
+from realrestorer.train.ema import EMA
+from realrestorer.train.schedule import learning_rate
+from realrestorer.train.throughput import StepCost, Stopwatch, peak_flops, rates
+
+FAIL_AT_STEP_ENV = "REALRESTORER_FAIL_AT_STEP"
+DEEPSPEED_TAG = "deepspeed"
+STATE_FILE = "train_state.json"
+EMA_FILE = "ema.safetensors"
+STATE_VERSION = 1
+
+
+def _load_state(engine, ema: EMA | None, checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        engine.load_checkpoint(directory, tag=DEEPSPEED_TAG)
+        state = json.loads((Path(directory) / STATE_FILE).read_text())
+        if ema is not None:
+            ema.load(Path(directory) / EMA_FILE)
+    if state.get("version", 0) > STATE_VERSION:
+        raise ValueError(f"checkpoint train state version {state['version']} is newer than this code ({STATE_VERSION})")
+    return state
+
+
+def _save_and_report(engine, ema: EMA | None, state: dict[str, Any], metrics: dict[str, float], rank: int) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        engine.save_checkpoint(directory, tag=DEEPSPEED_TAG)
+        if rank == 0:
+            (Path(directory) / STATE_FILE).write_text(json.dumps({**state, "version": STATE_VERSION}, indent=2))
+            if ema is not None:
+                ema.save(Path(directory) / EMA_FILE)
+        checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state['step']:08d}")
+
+
+def _global_mean(value: float, device: torch.device) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+    torch.distributed.all_reduce(tensor)
+    return float(tensor.item()) / torch.distributed.get_world_size()
+
+
+def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
+              num_steps: int | None, batch_size: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
+    # Every rank restores (ZeRO-3 gathers weights collectively); rank 0's numbers are the ones logged.
+    restorer.eval()
+    swap = ema.swapped_in(restorer.dit) if ema is not None else contextlib.nullcontext()
+    with swap:
+        restored = validate.restore_val_set(restorer, val, degraded, num_steps, batch_size, seed)
+    restorer.train()
+    psnr, ssim = validate.image_scores(clean, restored)
+    metrics = validate.per_group(val["group"], psnr, ssim, "val")
+    return metrics, validate.sample_grid(val["group"], degraded, restored, clean)
+
+
+class _Tracker:
+    """Rank 0's MLflow client on the run the driver opened; does nothing on other ranks or with tracking off."""
+
+    def __init__(self, uri: str | None, run_id: str | None, rank: int):
+        self.client = None
+        if uri and run_id and rank == 0:
+            import mlflow
+
+            self.client, self.run_id = mlflow.MlflowClient(uri), run_id
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self.client is not None:
+            from mlflow.entities import Metric
+
+            now = int(1000 * time.time())
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def image(self, image: np.ndarray, name: str) -> None:
+        if self.client is not None:
+            self.client.log_image(self.run_id, image, artifact_file=name)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function for one stage; `config` comes from `stages.train_loop_config`."""
+    # Imported here, not at module import: importing deepspeed in the driver breaks Ray Train (ray#50406).
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    cfg = PipelineConfig.model_validate(config["cfg"])
+    stage = cfg.train.stage(config["stage"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(stage.cpus_per_worker)
+    device = ray.train.torch.get_device()
+
+    # diffusers initialises weights from torch's global generator: seed it so a run's start is reproducible.
+    torch.manual_seed(cfg.seed)
+    restorer = build_restorer(cfg.model)
+    if config["init_dit"]:
+        restorer.dit = load_dit(config["init_dit"], cfg.model, key=f"train.{config['stage']}.init_from")
+    if stage.grad_checkpointing:
+        restorer.dit.enable_gradient_checkpointing()
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=restorer, model_parameters=[p for p in restorer.dit.parameters() if p.requires_grad],
+        config=deepspeed_config(stage),
+    )
+    module = engine.module
+    ema = EMA(module.dit, stage.ema_decay) if stage.ema_decay is not None and rank == 0 else None
+
+    state = {"stage": config["stage"], "step": 0, "epoch": 0, "position": 0, "starts": []}
+    checkpoint = ray.train.get_checkpoint()
+    resumed = checkpoint is not None
+    if resumed:
+        state = _load_state(engine, ema, checkpoint)
+    # The step each attempt started from: a record of every resume.
+    state["starts"] = [*state["starts"], state["step"]]
+
+    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0"))
+    tracker = _Tracker(cfg.tracking.uri, config["mlflow_run_id"], rank)
+    cost = StepCost(**config["step_cost"])
+    peak = peak_flops(device)
+    val = config["val"]
+    val_clean, val_degraded = validate.decode_val_set(val)
+    val_steps = stage.val_num_steps
+    # The identity baseline (the degraded input itself) is what a restorer has to beat.
+    identity = validate.per_group(val["group"], *validate.image_scores(val_clean, val_degraded), "identity")
+    if not resumed:
+        tracker.metrics(identity, step=0)
+
+    num_accum = stage.grad_accumulation
+    if stage.mixes:
+        reader = MixingReader(
+            RankRows(ray.train.get_dataset_shard("synthetic"), rank, world),
+            RankRows(ray.train.get_dataset_shard("real"), rank, world),
+            cfg.data.mixing, stage.micro_batch_size, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
+        )
+        stream = mixed_micro_batches(reader, state["step"], num_accum)
+    else:
+        stream = micro_batches(
+            ray.train.get_dataset_shard("train"), stage.micro_batch_size, stage.shuffle_buffer, cfg.seed,
+            state["epoch"], state["position"],
+        )
+    window_loss, window_steps = 0.0, 0
+    watch = Stopwatch(device)
+    metrics: dict[str, float] = {}
+    engine.train()
+    while state["step"] < stage.steps:
+        step = state["step"]
+        if fail_at and not resumed and step == fail_at and rank == 0:
+            # Die once the controller has registered the last checkpoint (reports reach it asynchronously),
+            # as a worker preempted some time after its last save would.
+            ray.train.get_all_reported_checkpoints()
+            os._exit(1)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(stage, step)
+        step_loss = torch.zeros((), device=device)
+        for micro in range(num_accum):
+            state["epoch"], state["position"], batch = next(stream)
+            generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank * num_accum + micro))
+            loss = engine(batch["clean"].to(device), batch["degraded"].to(device), batch["prompts"], generator=generator)
+            engine.backward(loss)
+            engine.step()
+            # Kept on the device: reading the loss every micro-step would stall the GPU queue.
+            step_loss += loss.detach().float() / num_accum
+        if ema is not None:
+            ema.update(module.dit)
+        state["step"] = step + 1
+        window_loss, window_steps = window_loss + step_loss, window_steps + 1
+
+        last = state["step"] == stage.steps
+        if state["step"] % stage.log_every == 0 or last:
+            seconds = watch.lap()
+            metrics = {
+                "loss": _global_mean(float(window_loss) / window_steps, device),
+                "lr": learning_rate(stage, step),
+                "epoch": float(state["epoch"]),
+                **rates(cost, window_steps * stage.batch_size, seconds, world, peak),
+            }
+            if stage.mixes:
+                metrics["synthetic_ratio"] = ratio_at(step, cfg.data.mixing)
+            tracker.metrics(metrics, step=state["step"])
+            window_loss, window_steps = 0.0, 0
+        if (stage.val_every and state["step"] % stage.val_every == 0) or last:
+            val_metrics, grid = _validate(module, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
+            tracker.metrics(val_metrics, step=state["step"])
+            tracker.image(grid, f"samples/step-{state['step']:08d}.png")
+            metrics.update(val_metrics, **identity)
+            watch.lap()  # validation time is not training throughput
+        if state["step"] % stage.checkpoint_every == 0 or last:
+            _save_and_report(engine, ema, state, {**metrics, "step": state["step"]}, rank)

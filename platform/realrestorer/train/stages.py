@@ -1,0 +1,233 @@
+"""Stage entry points: `train_stage(cfg, "stage1" | "stage2")` runs a TorchTrainer and consolidates its last checkpoint.
+
+Where things go (all under `storage.root`, local or s3://):
+
+    train/<run_name>/             Ray Train's run folder: DeepSpeed checkpoints, one per `checkpoint_every` steps
+    models/<run_name>/            the consolidated model: dit/ (diffusers safetensors) + model_card.json
+
+Running `train_stage` again with the same run name resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from realrestorer import storage, tracking
+from realrestorer.config import PipelineConfig
+from realrestorer.train.batches import decode_pairs
+from realrestorer.train.config import STAGES, StageConfig
+from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
+from realrestorer.train.throughput import dit_step_cost
+from realrestorer.train.validate import load_val_set
+
+CARD_FORMAT = "realrestorer-model"
+
+
+def run_name(cfg: PipelineConfig, stage_name: str) -> str:
+    """The Ray Train run name of a stage: resuming means re-running under this name."""
+    return cfg.train.stage(stage_name).run_name or f"{cfg.preset}-{stage_name}"
+
+
+def dataset_uri(cfg: PipelineConfig) -> str:
+    """The dataset folder the builder wrote."""
+    return cfg.data.output or storage.join(cfg.storage.root, "datasets", cfg.data.name)
+
+
+def model_uri(cfg: PipelineConfig, stage_name: str) -> str:
+    """Where a stage's consolidated model goes."""
+    return storage.join(cfg.storage.root, "models", run_name(cfg, stage_name))
+
+
+def init_dit_uri(cfg: PipelineConfig, stage_name: str) -> str | None:
+    """The diffusers DiT folder a stage starts from, or None to start as the model section builds it."""
+    init_from = cfg.train.stage(stage_name).init_from
+    if init_from is None:
+        return None
+    if init_from == stage_name:
+        raise ValueError(f"train.{stage_name}.init_from names the stage itself")
+    source = model_uri(cfg, init_from) if init_from in STAGES else init_from
+    dit = storage.join(source, "dit")
+    if not storage.exists(storage.join(dit, "config.json"), cfg.storage):
+        raise ValueError(f"train.{stage_name}.init_from: no consolidated model at {source} (missing dit/config.json)")
+    return dit
+
+
+def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
+    """The stage's training pairs as Ray Datasets: `train` (decoded), or `synthetic` and `real` rows to mix."""
+    from realrestorer.data.shards import read_shards
+
+    columns = ["clean", "degraded", "prompt", "task", "kind"]
+    root = dataset_uri(cfg)
+    if stage.mixes:
+        others = [kind for kind in stage.kinds if kind != "synthetic"]
+        return {
+            "synthetic": read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage).select_columns(columns),
+            "real": read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage).select_columns(columns),
+        }
+    ds = read_shards(root, split="train", kinds=stage.kinds, storage_cfg=cfg.storage)
+    return {"train": ds.select_columns(columns).map_batches(decode_pairs, batch_format="numpy")}
+
+
+def _storage_args(cfg: PipelineConfig) -> dict[str, Any]:
+    import pyarrow.fs as pafs
+
+    uri = storage.join(cfg.storage.root, "train")
+    fs, path = storage.filesystem(uri, cfg.storage)
+    if uri.startswith(("s3://", "s3a://")):
+        return {"storage_path": path, "storage_filesystem": pafs.PyFileSystem(pafs.FSSpecHandler(fs))}
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return {"storage_path": path}
+
+
+def _worker_env() -> dict[str, Any]:
+    # Train workers are started by Ray, not by this process: pass the fault-injection switch on explicitly.
+    if FAIL_AT_STEP_ENV in os.environ:
+        return {"env_vars": {FAIL_AT_STEP_ENV: os.environ[FAIL_AT_STEP_ENV]}}
+    return {}
+
+
+@contextlib.contextmanager
+def _mlflow_run(cfg: PipelineConfig, stage_name: str, name: str) -> Iterator[str | None]:
+    """The MLflow run of a training run: the one a previous attempt under the same name opened, else a new one."""
+    if cfg.tracking.uri is None:
+        yield None
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    experiment = mlflow.get_experiment_by_name(f"{cfg.tracking.experiment_prefix}-{stage_name}")
+    earlier = []
+    if experiment is not None:
+        earlier = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.train_run = '{name}'", output_format="list")
+    if earlier:
+        with mlflow.start_run(run_id=earlier[0].info.run_id) as active:
+            yield active.info.run_id
+    else:
+        with tracking.run(cfg, stage_name, run_name=name) as active:
+            mlflow.set_tag("train_run", name)
+            yield active.info.run_id
+
+
+def _manifest_sha256(cfg: PipelineConfig) -> str | None:
+    uri = storage.join(dataset_uri(cfg), "manifest.json")
+    if not storage.exists(uri, cfg.storage):
+        return None
+    return hashlib.sha256(storage.read_bytes(uri, cfg.storage)).hexdigest()
+
+
+def consolidate(checkpoint, cfg_json: dict[str, Any], card: dict[str, Any], out_uri: str) -> str:
+    """Merge a DeepSpeed checkpoint's ZeRO shards into one fp32 DiT and save it with its model card.
+
+    With EMA on, the EMA weights are the ones saved. Returns `out_uri`.
+    """
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+
+    from realrestorer.model.restorer import build_restorer
+
+    cfg = PipelineConfig.model_validate(cfg_json)
+    with checkpoint.as_directory() as directory:
+        root = Path(directory)
+        if (root / EMA_FILE).exists():
+            dit_state = load_file(str(root / EMA_FILE))
+        else:
+            if cfg.train.stage(card["stage"]).zero_stage == 0:
+                states = root / DEEPSPEED_TAG / "mp_rank_00_model_states.pt"
+                full = torch.load(states, map_location="cpu", weights_only=False)["module"]
+            else:
+                full = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=DEEPSPEED_TAG)
+            dit_state = {name[len("dit."):]: value for name, value in full.items() if name.startswith("dit.")}
+    restorer = build_restorer(cfg.model.model_copy(update={"pretrained_dit_path": None, "dtype": "float32"}))
+    restorer.dit.load_state_dict({k: v.float() for k, v in dit_state.items()}, strict=True)
+    restorer.save(out_uri, card)
+    return out_uri
+
+
+def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
+    """What every worker gets: the resolved config, init weights, validation pairs, step cost, MLflow run."""
+    stage = cfg.train.stage(stage_name)
+    cost = dit_step_cost(cfg.model)
+    return {
+        "cfg": cfg.model_dump(mode="json"),
+        "stage": stage_name,
+        "init_dit": init_dit_uri(cfg, stage_name),
+        "val": load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split),
+        "step_cost": {"flops_per_sample": cost.flops_per_sample, "tokens_per_sample": cost.tokens_per_sample},
+        "mlflow_run_id": mlflow_run_id,
+    }
+
+
+def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
+    """Train one stage on Ray Train + DeepSpeed (resuming a run of the same name), then consolidate its model."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+
+    stage = cfg.train.stage(stage_name)
+    name = run_name(cfg, stage_name)
+    started = time.perf_counter()
+    ingest = ray.train.DataConfig.default_ingest_options()
+    # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
+    ingest.preserve_order = True
+    datasets = training_datasets(cfg, stage)
+    # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
+    data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
+    with _mlflow_run(cfg, stage_name, name) as mlflow_run_id:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config=train_loop_config(cfg, stage_name, mlflow_run_id),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=stage.num_workers, use_gpu=stage.use_gpu, resources_per_worker={"CPU": stage.cpus_per_worker}
+            ),
+            run_config=ray.train.RunConfig(
+                name=name,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.num_checkpoints_kept),
+                failure_config=ray.train.FailureConfig(max_failures=stage.max_failures),
+                worker_runtime_env=_worker_env(),
+                **_storage_args(cfg),
+            ),
+            datasets=datasets,
+            dataset_config=data_config,
+        )
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"training run {name} ended without a checkpoint")
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        card = {
+            "format": CARD_FORMAT,
+            "preset": cfg.preset,
+            "stage": stage_name,
+            "run_name": name,
+            "step": int(metrics.get("step", stage.steps)),
+            "config": cfg.model_dump(mode="json"),
+            "data_uri": dataset_uri(cfg),
+            "data_manifest_sha256": _manifest_sha256(cfg),
+            "ema": stage.ema_decay is not None,
+            "metrics": metrics,
+        }
+        out_uri = model_uri(cfg, stage_name)
+        # In a Ray task: DeepSpeed must stay out of the driver process (ray#50406).
+        task = ray.remote(num_cpus=1)(consolidate)
+        ray.get(task.remote(result.checkpoint, cfg.model_dump(mode="json"), card, out_uri))
+        if mlflow_run_id is not None:
+            import mlflow
+
+            mlflow.log_dict(card, "model_card.json")
+            mlflow.set_tag("model_uri", out_uri)
+    return {
+        "stage": stage_name,
+        "run_name": name,
+        "steps": card["step"],
+        "model_uri": out_uri,
+        "checkpoint": result.checkpoint.path,
+        "mlflow_run_id": mlflow_run_id,
+        "metrics": metrics,
+        "seconds": time.perf_counter() - started,
+    }

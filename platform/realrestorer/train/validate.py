@@ -1,0 +1,81 @@
+"""Validation on the held-out split: PSNR and SSIM per task, the identity baseline, and a sample grid."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from realrestorer.data.shards import decode_image, read_shards
+
+
+def group_name(kind: str, task: str) -> str:
+    """Metric group of a pair: the task for synthetic pairs, `<kind>-<task>` otherwise."""
+    return task if kind == "synthetic" else f"{kind}-{task}"
+
+
+def load_val_set(root_uri: str, kinds: list[str], num_per_task: int, storage_cfg=None,
+                 split: str = "val") -> dict[str, list[Any]]:
+    """The first `num_per_task` held-out pairs of each (kind, task), as encoded bytes (small to ship to workers)."""
+    ds = read_shards(root_uri, split=split, kinds=kinds, storage_cfg=storage_cfg)
+    ds = ds.select_columns(["kind", "task", "prompt", "clean", "degraded"])
+    picked: dict[str, list[Any]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
+        for kind, task, prompt, clean, degraded in zip(*(batch[k] for k in ("kind", "task", "prompt", "clean", "degraded"))):
+            group = group_name(str(kind), str(task))
+            if counts[group] < num_per_task:
+                counts[group] += 1
+                for key, value in (("group", group), ("prompt", str(prompt)), ("clean", bytes(clean)), ("degraded", bytes(degraded))):
+                    picked[key].append(value)
+    if not picked:
+        raise ValueError(f"no {split} pairs of kinds {kinds} under {root_uri}")
+    return dict(picked)
+
+
+def decode_val_set(val: dict[str, list[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Clean and degraded images of a val set as float32 N×H×W×3 in [0, 1]."""
+    clean = np.stack([decode_image(b) for b in val["clean"]]).astype(np.float32) / 255.0
+    degraded = np.stack([decode_image(b) for b in val["degraded"]]).astype(np.float32) / 255.0
+    return clean, degraded
+
+
+def image_scores(reference: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSNR (dB, capped at 100 for identical images) and SSIM of each image in N×H×W×3 float [0, 1] against its reference."""
+    mse = np.mean((reference.astype(np.float64) - images.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    psnr = 10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))
+    ssim = np.array([structural_similarity(r, i, channel_axis=2, data_range=1.0) for r, i in zip(reference, images)])
+    return psnr, ssim
+
+
+def per_group(groups: list[str], psnr: np.ndarray, ssim: np.ndarray, prefix: str) -> dict[str, float]:
+    """Mean PSNR/SSIM per group as metric names `<prefix>/<group>/psnr`, plus the overall means."""
+    names = np.asarray(groups)
+    out = {f"{prefix}/mean/psnr": float(psnr.mean()), f"{prefix}/mean/ssim": float(ssim.mean())}
+    for group in sorted(set(groups)):
+        mask = names == group
+        out[f"{prefix}/{group}/psnr"] = float(psnr[mask].mean())
+        out[f"{prefix}/{group}/ssim"] = float(ssim[mask].mean())
+    return out
+
+
+def restore_val_set(restorer, val: dict[str, list[Any]], degraded: np.ndarray, num_steps: int | None,
+                    batch_size: int, seed: int) -> np.ndarray:
+    """The restorer's outputs for a decoded val set, N×H×W×3 float32 in [0, 1]."""
+    outputs = []
+    for start in range(0, len(degraded), batch_size):
+        batch = torch.from_numpy(degraded[start:start + batch_size]).permute(0, 3, 1, 2).to(restorer.device)
+        prompts = val["prompt"][start:start + batch_size]
+        restored = restorer.restore(batch, prompts, num_steps=num_steps, seed=seed + start)
+        outputs.append(restored.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def sample_grid(groups: list[str], degraded: np.ndarray, restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """One row per group (its first pair): degraded | restored | clean, as an H×W×3 uint8 image."""
+    firsts = [groups.index(g) for g in sorted(set(groups))]
+    rows = [np.concatenate([degraded[i], restored[i], clean[i]], axis=1) for i in firsts]
+    return (np.concatenate(rows, axis=0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)

@@ -1,0 +1,138 @@
+"""The restorer end to end on a micro DiT: it learns, it samples, it uses its reference, it round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from realrestorer.model import build_restorer, load_restorer
+from realrestorer.model.sampler import sample
+from realrestorer.model.transformer import pack, predict_velocity
+
+from .conftest import micro_config, psnr
+
+PROMPT = "Please dehaze the image"
+
+
+def _train(restorer, clean, degraded, steps: int, lr: float = 3e-3) -> list[float]:
+    opt = torch.optim.AdamW(restorer.dit.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        loss = restorer(clean.repeat(4, 1, 1, 1), degraded.repeat(4, 1, 1, 1), [PROMPT] * 4, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.fixture(scope="module")
+def overfit(pair):
+    """A micro restorer trained 120 steps on one pair (bridge flow, the tiny default)."""
+    torch.set_num_threads(1)
+    restorer = build_restorer(micro_config())
+    losses = _train(restorer, *pair, steps=120)
+    return restorer, losses
+
+
+def test_only_the_dit_trains(overfit):
+    restorer, _ = overfit
+    assert all(p.requires_grad for p in restorer.dit.parameters())
+    assert not any(p.requires_grad for p in restorer.text.parameters())
+    restorer.train()
+    assert not restorer.text.training  # dropout in the frozen encoder would randomise prompts
+
+
+def test_loss_falls_on_a_fixed_batch(overfit):
+    _, losses = overfit
+    assert sum(losses[-10:]) / 10 < 0.2 * sum(losses[:10]) / 10
+
+
+@pytest.mark.parametrize("flow", ["noise"])
+def test_loss_falls_for_the_noise_flow_too(pair, flow):
+    restorer = build_restorer(micro_config(flow=flow))
+    losses = _train(restorer, *pair, steps=40)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_overfit_pair_is_restored_with_high_psnr(overfit, pair):
+    restorer, _ = overfit
+    clean, degraded = pair
+    assert psnr(degraded, clean) < 20.0
+    out = restorer.restore(degraded, [PROMPT])
+    assert out.shape == clean.shape
+    assert psnr(out, clean) > 30.0
+
+
+def test_output_depends_on_the_reference(overfit, pair):
+    restorer, _ = overfit
+    clean, degraded = pair
+    other = torch.flip(degraded, dims=[-1])
+    a = restorer.restore(degraded, [PROMPT], num_steps=4)
+    b = restorer.restore(other, [PROMPT], num_steps=4)
+    assert float((a - b).abs().mean()) > 0.05
+
+
+def test_mixed_sizes_come_back_at_their_own_sizes_independent_of_batching(overfit, pair):
+    restorer, _ = overfit
+    degraded = pair[1][0]
+    wide = torch.nn.functional.interpolate(pair[1], size=(24, 50), mode="bilinear")[0]
+    outs = restorer.restore([degraded, wide, degraded], [PROMPT] * 3, num_steps=3, seed=5)
+    assert [tuple(o.shape) for o in outs] == [(3, 32, 32), (3, 24, 50), (3, 32, 32)]
+    assert all(float(o.min()) >= 0.0 and float(o.max()) <= 1.0 for o in outs)
+    alone = restorer.restore([wide], [PROMPT], num_steps=3, seed=6)  # image 1 of the batch above used seed 5 + 1
+    assert torch.allclose(alone[0], outs[1], atol=1e-5)
+
+
+def test_seeds_make_noise_flow_sampling_reproducible(pair):
+    restorer = build_restorer(micro_config(flow="noise"))
+    torch.nn.init.normal_(restorer.dit.proj_out.weight, std=0.02)
+    a = restorer.restore(pair[1], [PROMPT], num_steps=2, seed=1)
+    assert torch.equal(a, restorer.restore(pair[1], [PROMPT], num_steps=2, seed=1))
+    assert not torch.equal(a, restorer.restore(pair[1], [PROMPT], num_steps=2, seed=2))
+
+
+def test_guidance_batches_cond_and_uncond_into_one_forward(overfit, pair):
+    restorer, _ = overfit
+    torch.manual_seed(0)
+    y = pack(restorer.codec.encode(pair[1]))
+    cond = restorer.text.encode([PROMPT])
+    empty = restorer.text.encode([""])
+    calls = []
+    hook = restorer.dit.register_forward_hook(lambda m, args, kwargs_out: calls.append(1))
+    try:
+        guided = sample(restorer.dit, y, y, 8, 8, cond, empty, num_steps=1, shift=1.0, guidance=3.0)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    sigma = torch.ones(1)
+    v_c = predict_velocity(restorer.dit, y, y, 8, 8, *cond, sigma)
+    v_u = predict_velocity(restorer.dit, y, y, 8, 8, *empty, sigma)
+    assert torch.allclose(guided, y - (v_u + 3.0 * (v_c - v_u)), atol=1e-5)
+
+
+def test_save_load_round_trip_gives_identical_weights_and_outputs(overfit, pair, tmp_path):
+    restorer, _ = overfit
+    restorer.save(str(tmp_path / "ckpt"), {"preset": "micro", "metrics": {"psnr": 1.0}})
+    card = json.loads((tmp_path / "ckpt" / "model_card.json").read_text())
+    assert card["version"] == 1 and card["preset"] == "micro" and card["model"]["resolution"] == 32
+    assert (tmp_path / "ckpt" / "dit" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = load_restorer(str(tmp_path / "ckpt"))
+    trained = restorer.dit.state_dict()
+    assert trained.keys() == loaded.dit.state_dict().keys()
+    assert all(torch.equal(trained[k], v) for k, v in loaded.dit.state_dict().items())
+    a = restorer.restore(pair[1], [PROMPT], num_steps=3)
+    assert torch.equal(a, loaded.restore(pair[1], [PROMPT], num_steps=3))
+
+
+def test_bad_batches_fail_with_clear_errors(overfit, pair):
+    restorer, _ = overfit
+    with pytest.raises(ValueError, match="prompts for a batch"):
+        restorer(pair[0], pair[1], [PROMPT, PROMPT])
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        restorer(pair[0], pair[1][:, :2], [PROMPT])
+    with pytest.raises(ValueError, match="3×H×W"):
+        restorer.restore([pair[1][0, :1]], [PROMPT])

@@ -1,0 +1,98 @@
+"""Pieces of the trainer that need no Ray cluster: batches, seeds, EMA, step cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from realrestorer.config import load_config
+from realrestorer.data.shards import encode_image
+from realrestorer.train.batches import PairCollate, decode_pairs, step_seed
+from realrestorer.train.ema import EMA
+from realrestorer.train.throughput import dit_step_cost, rates
+from realrestorer.train.validate import image_scores, per_group, sample_grid
+
+
+def test_decoded_pairs_collate_to_unit_range_tensors():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 2, 8, 12, 3), dtype=np.uint8)
+    batch = {
+        "clean": np.array([encode_image(i) for i in images[0]], dtype=object),
+        "degraded": np.array([encode_image(i) for i in images[1]], dtype=object),
+        "prompt": np.array(["a", "b"], dtype=object),
+        "task": np.array(["noise", "haze"], dtype=object),
+    }
+    decoded = decode_pairs(batch)
+    assert decoded["clean"].shape == (2, 8, 12, 3) and np.array_equal(decoded["clean"], images[0])
+    out = PairCollate()(decoded)
+    assert out["clean"].shape == (2, 3, 8, 12) and out["clean"].dtype == torch.float32
+    assert torch.allclose(out["degraded"][1].permute(1, 2, 0) * 255, torch.from_numpy(images[1][1]).float())
+    assert out["prompts"] == ["a", "b"] and out["tasks"] == ["noise", "haze"]
+
+
+def test_pairs_of_different_sizes_are_refused():
+    small, large = np.zeros((8, 8, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
+    batch = {key: np.array([encode_image(small), encode_image(large)], dtype=object) for key in ("clean", "degraded")}
+    batch.update(prompt=np.array(["", ""], dtype=object), task=np.array(["noise", "noise"], dtype=object))
+    with pytest.raises(ValueError, match="share one size"):
+        decode_pairs(batch)
+
+
+def test_step_seeds_are_stable_and_distinct():
+    seeds = {(s, m): step_seed(0, s, m) for s in range(20) for m in range(4)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert step_seed(0, 3, 1) == seeds[(3, 1)]
+    assert step_seed(1, 3, 1) != seeds[(3, 1)]
+    assert 0 <= seeds[(0, 0)] < 2**63
+
+
+def test_ema_follows_the_weights_and_swaps_back():
+    module = torch.nn.Linear(3, 2)
+    start = module.weight.detach().clone()
+    ema = EMA(module, decay=0.5)
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    ema.update(module)
+    assert torch.allclose(ema.shadow["weight"], start + 0.5)
+    trained = module.weight.detach().clone()
+    with ema.swapped_in(module):
+        assert torch.allclose(module.weight, start + 0.5)
+    assert torch.equal(module.weight, trained)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(module, decay=1.0)
+
+
+def test_step_cost_counts_flops_and_tokens_of_the_dit():
+    cfg = load_config("tiny").model
+    cost = dit_step_cost(cfg)
+    assert cost.tokens_per_sample == 2 * (cfg.resolution // cfg.grid) ** 2
+    num_params = 2_386_480
+    # Matmul FLOPs of forward + backward are about 6 per parameter per token (modulation runs once per sample).
+    seq = cost.tokens_per_sample + cfg.max_text_tokens
+    assert 0.5 * 6 * num_params * seq < cost.flops_per_sample < 1.5 * 6 * num_params * seq
+    deeper = dit_step_cost(cfg.model_copy(update={"dit": cfg.dit.model_copy(update={"num_single_layers": 8})}))
+    assert deeper.flops_per_sample > 1.3 * cost.flops_per_sample
+
+
+def test_rates_report_mfu_only_with_a_known_peak():
+    cost = dit_step_cost(load_config("tiny").model)
+    cpu = rates(cost, num_samples=32, seconds=2.0, num_devices=1, peak=None)
+    assert cpu["samples_per_s"] == 16 and cpu["tokens_per_s"] == 16 * cost.tokens_per_sample and "mfu" not in cpu
+    gpu = rates(cost, num_samples=32, seconds=2.0, num_devices=2, peak=1e12)
+    assert gpu["mfu"] == pytest.approx(16 * cost.flops_per_sample / 2e12)
+    with pytest.raises(ValueError, match="positive"):
+        rates(cost, 0, 1.0, 1, None)
+
+
+def test_validation_scores_and_grid():
+    rng = np.random.default_rng(0)
+    clean = rng.random((4, 16, 16, 3), dtype=np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    psnr, ssim = image_scores(clean, np.stack([clean[0], noisy[1], noisy[2], noisy[3]]))
+    assert psnr[0] == pytest.approx(100.0)
+    assert 15 < psnr[1] < 25 and ssim[0] == pytest.approx(1.0) and ssim[1] < 0.95
+    metrics = per_group(["haze", "haze", "rain", "rain"], psnr[1:].repeat(2)[:4], ssim[1:].repeat(2)[:4], "val")
+    assert set(metrics) == {f"val/{g}/{m}" for g in ("mean", "haze", "rain") for m in ("psnr", "ssim")}
+    grid = sample_grid(["haze", "haze", "rain", "rain"], noisy, clean, clean)
+    assert grid.shape == (32, 48, 3) and grid.dtype == np.uint8
