@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from realrestorer.config import load_config
+from realrestorer.config import ConfigError, load_config
 from realrestorer.train.config import STAGES
 
 
@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. --set train.stage1.steps=50 (repeatable)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     args = parser.parse_args(argv)
-    cfg = load_config(args.preset, args.overrides)
-    stage = cfg.train.stage(args.stage)
+    try:
+        cfg = load_config(args.preset, args.overrides)
+        stage = cfg.train.stage(args.stage)
+    except ConfigError as err:  # the user's own mistake: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     import ray
 
