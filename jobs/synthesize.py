@@ -11,14 +11,12 @@ import json
 import logging
 import sys
 
-from realrestorer.config import ConfigError, load_config
+from realrestorer.config import ConfigError, add_config_arguments, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Synthesize, filter and shard degraded/clean pairs (Ray Data).")
-    parser.add_argument("--preset", default="tiny", help="tiny, small, flux-12b, or a path to a .yaml config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.output=s3://bucket/pairs (repeatable)")
+    add_config_arguments(parser, example="data.output=s3://bucket/pairs")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from realrestorer.config import ConfigError, load_config
+from realrestorer.config import ConfigError, add_config_arguments, load_config
 from realrestorer.train.config import STAGES
 
 
@@ -38,9 +38,7 @@ def _summary(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True, choices=STAGES, help="which training stage to run")
-    parser.add_argument("--preset", default="tiny", help="preset name (tiny, small, flux-12b) or a YAML file (default: tiny)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.stage1.steps=50 (repeatable)")
+    add_config_arguments(parser, example="train.stage1.steps=50")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     args = parser.parse_args(argv)
     try:

@@ -16,14 +16,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", help="preset name (tiny, small, flux-12b) or a YAML file (default: tiny)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set degrade.severity_max=0.8 (repeatable)",
-    )
-
-
 def _cmd_degrade(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -75,6 +67,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from realrestorer.config import add_config_arguments
     from realrestorer.degrade import ALL_TASKS
 
     parser = _Parser(prog="realrestorer", description="Real-world image restoration platform.")
@@ -95,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_tasks)
 
     p = commands.add_parser("config", help="print a resolved config", description="Print a preset with overrides applied.")
-    _add_config_args(p)
+    add_config_arguments(p)
     p.set_defaults(run=_cmd_config)
     return parser
 

@@ -6,6 +6,7 @@ assembled here. Unknown keys are errors, so a typo fails at load time.
 
 from __future__ import annotations
 
+import argparse
 import json
 from importlib import resources
 from pathlib import Path
@@ -99,3 +100,12 @@ def load_config(preset: str = "tiny", overrides: list[str] | None = None) -> Pip
         got = first.get("input")
         suffix = "" if isinstance(got, dict) else f" (got {got!r})"
         raise ConfigError(f"{where}: {message}{suffix}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "degrade.severity_max=0.8") -> None:
+    """The `--preset` and `--set KEY=VALUE` options every command and job takes."""
+    parser.add_argument("--preset", default="tiny", help="preset name (tiny, small, flux-12b) or a YAML file (default: tiny)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
+    )
