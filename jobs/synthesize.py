@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(logging_level=logging.WARNING)
     try:
         summary = build_dataset(cfg)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # bad input or a missing weight file: one line
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

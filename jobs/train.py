@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(num_cpus=num_cpus, include_dashboard=True)
     try:
         print(_summary(train_stage(cfg, args.stage)))
+    except (ValueError, FileNotFoundError) as err:  # checked in the driver before any worker starts
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         ray.shutdown()
     return 0

@@ -1,4 +1,4 @@
-"""Shared fixtures: real photos (scikit-image ships them) and image measures."""
+"""Shared fixtures: real photos (scikit-image ships them), image measures, a tiny Qwen2.5-VL, services."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def photo() -> np.ndarray:
 def photos() -> list[np.ndarray]:
     """Three different 128×128 uint8 RGB photos."""
     return [cv2.resize(img, (128, 128), interpolation=cv2.INTER_AREA) for img in (skdata.astronaut(), skdata.coffee(), skdata.chelsea())]
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory):
+    """A tiny random-weight Qwen2.5-VL checkpoint folder (tests/qwen.py), as the text encoder and the VLM check load it."""
+    from tests.qwen import save_tiny_qwen
+
+    return save_tiny_qwen(tmp_path_factory.mktemp("qwen"))
 
 
 # --- Services: one local Ray, an MLflow server and an S3-protocol server per test session. ---

@@ -167,23 +167,26 @@ def test_mixing_reader_hits_the_ratio(built):
     output = str(built[0])
     synthetic_ds, proxy_ds = read_shards(output, kinds=["synthetic"]), read_shards(output, kinds=["proxy"])
     # Ray Datasets (or a Train worker's DataIterator) feed the reader directly...
-    batch = next(MixingReader(synthetic_ds, proxy_ds, MixingConfig(web_augment_prob=1.0), batch_size=16))
+    batch = next(MixingReader(synthetic_ds, proxy_ds, MixingConfig(web_augment_prob=1.0), batch_size=16, num_steps=10))
     assert batch["clean"].shape == batch["degraded"].shape == (16, 64, 64, 3) and batch["clean"].dtype == np.uint8
     assert set(batch["kind"]) <= {"synthetic", "proxy"}
     # ...and so do rows in memory: cycling a tiny set many times without re-running a Ray pipeline per epoch.
     synthetic, proxy = synthetic_ds.take_all(), proxy_ds.take_all()
-    reader = MixingReader(synthetic, proxy, MixingConfig(synthetic_ratio=0.75, web_augment_prob=0.5), batch_size=16, seed=3)
+    fixed = MixingConfig(final_ratio=0.75, decay_fraction=0.0, web_augment_prob=0.5)
+    reader = MixingReader(synthetic, proxy, fixed, batch_size=16, num_steps=100, seed=3)
     kinds = [k for _, batch in zip(range(40), reader) for k in batch["kind"]]
     assert abs(np.mean([k == "synthetic" for k in kinds]) - 0.75) < 0.05
     for prob, changed in ((0.0, 0), (1.0, 4)):
-        plain = next(MixingReader(synthetic, proxy, MixingConfig(synthetic_ratio=1.0, web_augment_prob=prob), batch_size=4))
+        only_synthetic = MixingConfig(final_ratio=1.0, web_augment_prob=prob)
+        plain = next(MixingReader(synthetic, proxy, only_synthetic, batch_size=4, num_steps=10))
         stored = [decode_image(r["degraded"]) for r in synthetic[:4]]
         assert sum(not np.array_equal(a, b) for a, b in zip(plain["degraded"], stored)) == changed
         assert all(np.array_equal(a, decode_image(r["clean"])) for a, r in zip(plain["clean"], synthetic[:4]))
-    progressive = MixingReader(synthetic, proxy, MixingConfig(schedule=[(0, 1.0), (10, 0.0)], web_augment_prob=0.0),
-                               batch_size=8)
+    progressive = MixingReader(synthetic, proxy, MixingConfig(schedule=[(0.0, 1.0), (1.0, 0.0)], web_augment_prob=0.0),
+                               batch_size=8, num_steps=11)
     batches = [next(progressive) for _ in range(12)]
-    assert set(batches[0]["kind"]) == {"synthetic"} and set(batches[11]["kind"]) == {"proxy"}
+    assert set(batches[0]["kind"]) == {"synthetic"} and set(batches[10]["kind"]) == {"proxy"}
+    assert [b["synthetic_ratio"] for b in batches[::5]] == [1.0, 0.5, 0.0]
 
 
 def test_tracking_logs_counts_and_a_contact_sheet(ray_session, mlflow_server, tmp_path):
@@ -197,3 +200,52 @@ def test_tracking_logs_counts_and_a_contact_sheet(ray_session, mlflow_server, tm
     assert {"contact_sheet.png", "manifest.json", "config.json"} <= artifacts
     sheet = cv2.imread(client.download_artifacts(run.info.run_id, "contact_sheet.png"))
     assert sheet.shape[1] == 256 and sheet.shape[0] % 128 == 0 and sheet.shape[0] >= 3 * 128
+
+
+def _reflection_steps(params):
+    if params.get("task") == "reflection":
+        return [params]
+    return [step for step in params.get("steps", []) if step["task"] == "reflection"]
+
+
+def test_reflection_layers_are_picked_per_sample_and_leave_their_colour(ray_session, tmp_path):
+    from realrestorer.data.layers import fit_square
+    from realrestorer.degrade import apply
+
+    layers = tmp_path / "layers"
+    colours = {"red.png": (255, 0, 0), "blue.png": (0, 0, 255)}
+    _write_images(layers, {name: np.full((80, 120, 3), colour, np.uint8) for name, colour in colours.items()})
+    (layers / "broken.png").write_bytes(b"not an image")
+    common = ["data.task_weights={reflection: 1.0}", "data.mixed_share=0.3", "data.build_proxy=false",
+              "data.splits={train: 1.0}", "degrade.severity_min=0.5"]
+    summary = build(tmp_path / "out", f"degrade.reflection_layers={layers}", *common)
+    assert summary["reflection_layers"] == {"source": str(layers), "num_layers": 2, "skipped": {"not_an_image": 1}}
+    rows = rows_of(tmp_path / "out")
+    picked = []
+    for row in rows:
+        params = json.loads(row["params"])
+        clean, degraded = decode_image(row["clean"]), decode_image(row["degraded"])
+        for step in _reflection_steps(params):
+            assert step["layer"] == "external"
+            picked.append(name := step["layer_uri"].rsplit("/", 1)[-1])
+            layer = fit_square(np.full((80, 120, 3), colours[name], np.uint8), 64)
+            np.testing.assert_array_equal(apply(row["task"], clean, params, reflection=layer), degraded)
+            if row["task"] == "reflection":
+                # The reflected light lands in the layer's own channel: red pushes R up against B, blue the reverse.
+                shift = degraded.astype(np.float64).mean(axis=(0, 1)) - clean.astype(np.float64).mean(axis=(0, 1))
+                towards = shift[0] - shift[2] if name == "red.png" else shift[2] - shift[0]
+                assert towards > 5.0, (name, shift)
+    assert set(picked) == set(colours) and any(r["task"] == "mixed" for r in rows)
+    # The same seed picks the same layers; without the setting, reflections come from the scene as before.
+    build(tmp_path / "again", f"degrade.reflection_layers={layers}", *common)
+    assert rows_of(tmp_path / "again") == rows
+    build(tmp_path / "plain", *common)
+    plain = {r["id"]: r for r in rows_of(tmp_path / "plain")}
+    layers_used = set()
+    for row in rows:
+        if row["id"] in plain:  # tasks and crops are drawn before the layer, so a sample keeps both
+            assert plain[row["id"]]["crop"] == row["crop"]
+            for step in _reflection_steps(json.loads(plain[row["id"]]["params"])):
+                layers_used.add(step["layer"])
+                assert "layer_uri" not in step
+    assert layers_used and layers_used <= {"scene", "procedural"}

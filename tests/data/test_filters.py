@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 import pytest
 from realrestorer.data import filters
-from realrestorer.data.config import DataConfig, FilterConfig, MixingConfig
-from realrestorer.data.mixing import ratio_at
-from realrestorer.data.sources import load_image, split_of
+from realrestorer.data.config import DataConfig, FilterConfig
+from realrestorer.data.sources import assign_splits, load_image, split_of
 from realrestorer.data.teacher import load_teacher, nlmeans
-from realrestorer.degrade import degrade
+from realrestorer.degrade import apply, degrade, noise
 
 CFG = FilterConfig()
 
@@ -32,6 +31,27 @@ def test_a_pair_shifted_by_3_px_is_rejected_as_misaligned(photo):
     shifted = np.roll(degraded, 3, axis=1)
     assert filters.alignment_shift(photo, shifted)[0] == pytest.approx(3.0, abs=0.3)
     assert keep(photo, shifted) == "misaligned"
+
+
+def test_a_curved_shake_is_aligned_but_a_shifted_blur_pair_is_not(photo):
+    # A strongly curved trajectory: its PSF is centred, yet its transfer function's phase reads as a ~2.8 px shift.
+    params = {"task": "blur", "kind": "motion", "seed": 1, "extent": 10.0, "curviness": 2.5}
+    blurred = apply("blur", photo, params)
+    shift, response = filters.alignment_shift(photo, blurred)
+    assert shift > 2.0 and response > CFG.min_align_response and keep(photo, blurred, "blur") == "misaligned"
+    assert filters.pair_scores(photo, blurred, CFG, params)["shift_px"] < 0.1
+    assert filters.pair_rejection(filters.pair_scores(photo, blurred, CFG, params), "blur", CFG) is None
+    shifted = np.roll(blurred, 3, axis=1)
+    scores = filters.pair_scores(photo, shifted, CFG, params)
+    assert scores["shift_px"] == pytest.approx(3.0, abs=0.3)
+    assert filters.pair_rejection(scores, "blur", CFG) == "misaligned"
+    # Inside a mixed chain the blur step's PSF is taken out the same way; the other steps are still judged.
+    noise_step = {"task": "noise", "severity": 0.3, **noise.sample(photo / 255.0, np.random.default_rng(2), 0.3)}
+    chain = {"task": "mixed", "steps": [params, noise_step]}
+    mixed = apply("mixed", photo, chain)
+    assert filters.pair_scores(photo, mixed, CFG, chain)["shift_px"] < 0.2
+    moved = filters.pair_scores(photo, np.roll(mixed, 3, axis=0), CFG, chain)
+    assert filters.pair_rejection(moved, "mixed", CFG) == "misaligned"
 
 
 def test_a_no_op_degradation_is_rejected_as_too_weak(photo):
@@ -113,6 +133,25 @@ def test_splits_are_deterministic_and_follow_fractions():
     assert first != [split_of(u, 8, fractions) for u in uris]
 
 
+@pytest.mark.parametrize("seed", [1, 4, 8])  # seeds whose hash leaves one or two splits of nine sources empty
+def test_small_source_sets_fill_every_split_and_large_ones_keep_the_hash(seed):
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    few = [f"skimage://photo{i}" for i in range(9)]
+    hashed = {u: split_of(u, seed, fractions) for u in few}
+    assert len(set(hashed.values())) < 3
+    assigned = assign_splits(few, seed, fractions)
+    assert set(assigned.values()) == {"train", "val", "test"}
+    moved = [u for u in few if assigned[u] != hashed[u]]
+    # Only as many sources move as there were empty splits, each from the largest split.
+    assert len(moved) == 3 - len(set(hashed.values()))
+    assert all(hashed[u] == "train" for u in moved)
+    assert assign_splits(few, seed, fractions) == assigned
+    many = [f"s3://b/img{i}.png" for i in range(500)]
+    assert assign_splits(many, seed, fractions) == {u: split_of(u, seed, fractions) for u in many}
+    # Too few sources to give each split one: nothing is invented.
+    assert list(assign_splits(["only.png"], seed, fractions).values()) == [split_of("only.png", seed, fractions)]
+
+
 def test_nlmeans_teacher_reduces_noise(photo):
     rng = np.random.default_rng(0)
     noisy = np.clip(photo + rng.normal(0, 15, photo.shape), 0, 255).astype(np.uint8)
@@ -123,9 +162,34 @@ def test_nlmeans_teacher_reduces_noise(photo):
         load_teacher("no_such_module:fn")
 
 
-def test_progressive_schedule_interpolates_and_holds():
-    cfg = MixingConfig(schedule=[(0, 1.0), (100, 0.5)])
-    assert [ratio_at(s, cfg) for s in (0, 50, 100, 500)] == [1.0, 0.75, 0.5, 0.5]
-    assert ratio_at(10, MixingConfig(synthetic_ratio=0.3)) == 0.3
-    with pytest.raises(ValueError, match="strictly increasing"):
-        MixingConfig(schedule=[(10, 1.0), (5, 0.5)])
+@pytest.mark.parametrize("scope", ["source", "crop"])
+def test_quality_filter_drops_a_noisy_source_and_records_its_score(tmp_path, photo, scope):
+    from realrestorer.config import load_config
+    from realrestorer.data.shards import read_table, shard_uris
+    from realrestorer.data.sources import resize_short_side
+    from realrestorer.data.synthesize import ShardBuilder
+
+    rng = np.random.default_rng(0)
+    noisy = np.clip(photo + rng.normal(0, 40, photo.shape), 0, 255).astype(np.uint8)
+    for name, image in (("clean.png", photo), ("noisy.png", noisy)):
+        cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cfg = load_config("tiny", [f"data.output={tmp_path / 'out'}", "data.crops_per_image=3", "data.build_proxy=false", "data.resize_short_side=256",
+                               f"data.filters.quality_scope={scope}"])
+    scorer = filters.QualityScorer(cfg.data.filters)
+    piqe = {n: scorer(resize_short_side(cv2.cvtColor(cv2.imread(str(tmp_path / n)), cv2.COLOR_BGR2RGB),
+                                        cfg.data.short_side))["piqe"] for n in ("clean.png", "noisy.png")}
+    assert piqe["noisy.png"] > piqe["clean.png"] + 10  # PIQE: lower is better
+    cfg.data.filters.piqe_max = (piqe["clean.png"] + piqe["noisy.png"]) / 2
+    builder = ShardBuilder(cfg, cfg.data.output, filters.QualityScorer(cfg.data.filters), None)
+    stats = builder.build({"split": "train", "kind": "synthetic", "index": 0,
+                           "items": [str(tmp_path / "clean.png"), str(tmp_path / "noisy.png")]})
+    rows = [r for uri in shard_uris(cfg.data.output) for r in read_table(uri).to_pylist()]
+    assert rows and {r["source_uri"] for r in rows} == {str(tmp_path / "clean.png")}
+    if scope == "source":
+        # One rejection for the source, and every crop records its source's score.
+        assert stats["rejections"].get("low_quality") == 1
+        assert all(abs(r["scores"]["piqe"] - piqe["clean.png"]) < 1e-3 for r in rows)
+    else:
+        # Scored crop by crop: each of the noisy source's three crops is rejected (a clean crop may be too).
+        assert stats["rejections"].get("low_quality", 0) >= 3
+        assert len({round(r["scores"]["piqe"], 3) for r in rows}) > 1

@@ -81,3 +81,20 @@ def test_steps_out_of_physical_order_are_refused(photo):
     ]
     with pytest.raises(ValueError, match="physical|order"):
         apply("mixed", clean, {"task": "mixed", "steps": steps})
+
+
+def test_a_reflection_layer_reaches_the_reflection_step(photo):
+    clean = photo.astype(np.float32) / 255.0
+    glass = np.zeros_like(clean)
+    glass[..., 2] = 1.0  # a blue scene behind the camera
+    seed = next(s for s in range(100)
+                if "reflection" in [step["task"] for step in mixed.sample(clean, np.random.default_rng(s), 0.5)["steps"]])
+    out, params = degrade("mixed", clean, np.random.default_rng(seed), 0.5, reflection=glass)
+    (step,) = [step for step in params["steps"] if step["task"] == "reflection"]
+    assert step["layer"] == "external"
+    assert np.array_equal(apply("mixed", clean, params, reflection=glass), out)
+    # Steps other than reflection take no layer: a chain without one is unchanged by it.
+    seed = next(s for s in range(100)
+                if "reflection" not in [step["task"] for step in mixed.sample(clean, np.random.default_rng(s), 0.5)["steps"]])
+    alone, _ = degrade("mixed", clean, np.random.default_rng(seed), 0.5)
+    assert np.array_equal(degrade("mixed", clean, np.random.default_rng(seed), 0.5, reflection=glass)[0], alone)

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from realrestorer.config import load_config
+from realrestorer.data.config import MixingConfig
+from realrestorer.data.mixing import MixingReader
 from realrestorer.data.shards import encode_image
-from realrestorer.train.batches import PairCollate, decode_pairs, step_seed
+from realrestorer.train.batches import PairCollate, decode_pairs, mixed_micro_batches, step_seed
 from realrestorer.train.ema import EMA
 from realrestorer.train.throughput import dit_step_cost, rates
 from realrestorer.train.validate import image_scores, per_group, sample_grid
@@ -45,6 +47,39 @@ def test_step_seeds_are_stable_and_distinct():
     assert step_seed(0, 3, 1) == seeds[(3, 1)]
     assert step_seed(1, 3, 1) != seeds[(3, 1)]
     assert 0 <= seeds[(0, 0)] < 2**63
+
+
+class _RecordingReader(MixingReader):
+    """A MixingReader that notes the (step, synthetic share) of every batch it hands out."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[int, float]] = []
+
+    def __next__(self):
+        batch = super().__next__()
+        self.seen.append((batch["step"], batch["synthetic_ratio"]))
+        return batch
+
+
+def test_a_resumed_stage2_stream_picks_up_the_mixing_schedule_at_its_step():
+    image = encode_image(np.zeros((4, 4, 3), np.uint8))
+    rows = {kind: [{"clean": image, "degraded": image, "prompt": "p", "task": "noise", "kind": kind}]
+            for kind in ("synthetic", "proxy")}
+    cfg, num_steps, num_accum = MixingConfig(web_augment_prob=0.0), 10, 2
+
+    def stream(first_step: int, num_micro: int) -> list[tuple[int, float]]:
+        reader = _RecordingReader(rows["synthetic"], rows["proxy"], cfg, 2, num_steps, start_step=first_step)
+        micro = mixed_micro_batches(reader, first_step, num_accum)
+        counts = [next(micro)[1] for _ in range(num_micro)]
+        assert counts == list(range(first_step * num_accum + 1, (first_step + num_micro // num_accum) * num_accum + 1))
+        return reader.seen
+
+    uninterrupted = stream(0, num_steps * num_accum)
+    assert [step for step, _ in uninterrupted[::num_accum]] == list(range(num_steps))
+    assert uninterrupted[0][1] == 1.0 and uninterrupted[-1][1] == pytest.approx(0.2)
+    # Resuming from a checkpoint at step 4 (the loop passes its step and the stage's planned steps).
+    assert stream(4, (num_steps - 4) * num_accum) == uninterrupted[4 * num_accum:]
 
 
 def test_ema_follows_the_weights_and_swaps_back():

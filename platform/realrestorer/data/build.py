@@ -18,8 +18,10 @@ import numpy as np
 
 from realrestorer import storage, tracking
 from realrestorer.config import PipelineConfig
-from realrestorer.data import filters, shards
-from realrestorer.data.sources import list_clean, list_real, load_image, split_of
+from realrestorer.data import filters, shards, vlm
+from realrestorer.data.layers import ReflectionLayers
+from realrestorer.data.sources import assign_splits, list_clean, list_real, load_image
+from realrestorer.data.report import format_vlm_check
 from realrestorer.data.synthesize import ShardBuilder, done_uri
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,9 @@ def _scan_batch(batch: dict[str, np.ndarray], cfg_json: str) -> dict[str, np.nda
 
 
 class _ShardActor:
-    """One per CPU: loads the quality metrics and the teacher once, then builds shards."""
+    """One per CPU: loads the quality metrics, the teacher and the VLM judge once, then builds shards."""
 
-    def __init__(self, cfg_json: str, output: str, needs_teacher: bool):
+    def __init__(self, cfg_json: str, output: str, needs_teacher: bool, needs_judge: bool):
         import cv2
 
         from realrestorer.data.teacher import load_teacher
@@ -53,14 +55,13 @@ class _ShardActor:
         cfg = PipelineConfig.model_validate_json(cfg_json)
         self.scorer = filters.QualityScorer(cfg.data.filters)
         teacher = load_teacher(cfg.data.teacher) if needs_teacher else None
-        self.builder = ShardBuilder(cfg, output, self.scorer, teacher)
+        judge = vlm.DegradationJudge(cfg.data.vlm_path) if needs_judge else None
+        self.builder = ShardBuilder(cfg, output, self.scorer, teacher, judge)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stats = []
         for shard_json in batch["shard"]:
-            result = self.builder.build(json.loads(str(shard_json)))
-            result["unavailable_metrics"] = self.scorer.unavailable
-            stats.append(json.dumps(result))
+            stats.append(json.dumps(self.builder.build(json.loads(str(shard_json)))))
         return {"stats": np.array(stats, dtype=object)}
 
 
@@ -97,13 +98,15 @@ def _plan(cfg: PipelineConfig, num_workers: int) -> tuple[list[dict[str, Any]], 
         raise ValueError(f"data.clean_source={data.clean_source!r} holds no files")
     sources, rejections = _scan(cfg, uris, num_workers)
     by_split: dict[str, list[str]] = {}
-    for uri in sources:
-        by_split.setdefault(split_of(uri, cfg.seed, data.splits), []).append(uri)
+    for uri, split in assign_splits(sources, cfg.seed, data.splits).items():
+        by_split.setdefault(split, []).append(uri)
     plan = plan_shards(by_split, "synthetic", data.images_per_shard)
     if data.real_source is not None:
         real_by_split: dict[str, list[dict]] = {}
-        for item in sorted(list_real(data.real_source, cfg.storage), key=lambda i: i["degraded"]):
-            real_by_split.setdefault(split_of(item["degraded"], cfg.seed, data.splits), []).append(item)
+        items = sorted(list_real(data.real_source, cfg.storage), key=lambda i: i["degraded"])
+        real_splits = assign_splits([item["degraded"] for item in items], cfg.seed, data.splits)
+        for item in items:
+            real_by_split.setdefault(real_splits[item["degraded"]], []).append(item)
         plan += plan_shards(real_by_split, "real", data.images_per_shard)
     elif data.build_proxy:
         plan += plan_shards(by_split, "proxy", data.images_per_shard)
@@ -128,7 +131,9 @@ def _run_shards(cfg: PipelineConfig, output: str, pending: list[dict[str, Any]],
     results = ds.map_batches(
         _ShardActor, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=size),
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "output": output,
-                               "needs_teacher": any(s["kind"] == "real" for s in pending)},
+                               "needs_teacher": any(s["kind"] == "real" for s in pending),
+                               "needs_judge": cfg.data.vlm_path is not None
+                               and any(s["kind"] in cfg.data.vlm_kinds for s in pending)},
     )
     with tqdm(total=len(pending), desc="shards", unit="shard") as bar:
         for row in results.iter_rows():
@@ -157,10 +162,15 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
 
     if not ray.is_initialized():
         ray.init()
+    # Every actor loads the layers itself; loading them here too fails a source with no usable image before
+    # any work starts, and gives the manifest its skip counts.
+    layers = None
     if cfg.degrade.reflection_layers is not None:
-        log.warning("degrade.reflection_layers is ignored by the dataset builder: reflections use the scene itself")
+        layers = ReflectionLayers(cfg.degrade.reflection_layers, cfg.data, cfg.storage)
     if cfg.data.vlm_path is not None:
-        raise ValueError("data.vlm_path is set, but this build has no VLM check; unset data.vlm_path")
+        vlm.check_checkpoint(cfg.data.vlm_path)
+    elif cfg.data.vlm_reject_mismatch:
+        log.warning("data.vlm_reject_mismatch is ignored: data.vlm_path is not set")
     start = time.perf_counter()
     output = output_uri(cfg)
     num_workers = cfg.data.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -184,12 +194,14 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
         "pairs_per_s": round(pairs_now / seconds, 3) if pending else None,
         "quality_metrics": {"used": [m for m in cfg.data.filters.quality_metrics if m not in unavailable],
                             "unavailable": unavailable},
-        "vlm_check": "skipped: data.vlm_path is not set",
+        "reflection_layers": None if layers is None else layers.summary(),
+        "vlm_check": "skipped: data.vlm_path is not set" if cfg.data.vlm_path is None
+        else vlm.summarize(cfg.data, [s.get("vlm") for s in stats]),
     }
-    manifest = {**summary, "format": "realrestorer-pairs", "version": 1, "code_version": version("realrestorer"),
+    manifest = {**summary, "format": "realrestorer-pairs", "version": 2, "code_version": version("realrestorer"),
                 "config": cfg.model_dump(mode="json")}
     storage.write_bytes(storage.join(output, "manifest.json"), json.dumps(manifest, indent=2).encode(), cfg.storage)
-    log.info("vlm check %s", summary["vlm_check"])
+    log.info(format_vlm_check(summary["vlm_check"]))
     with tracking.run(cfg, "synthesize") as active:
         if active is not None:
             _log_to_mlflow(summary, manifest, output, cfg)
@@ -208,6 +220,10 @@ def _log_to_mlflow(summary: dict[str, Any], manifest: dict[str, Any], output: st
         for kind, tasks in kinds.items():
             metrics.update({f"pairs.{split}.{kind}.{task}": n for task, n in tasks.items()})
     metrics.update({f"rejected.{reason}": n for reason, n in summary["rejections"].items()})
+    if isinstance(summary["vlm_check"], dict):
+        check = summary["vlm_check"]
+        metrics["vlm.num_checked"] = check["num_checked"]
+        metrics.update({f"vlm.{name}": check[name] for name in ("agreement", "severity_agreement") if check[name] is not None})
     mlflow.log_metrics(metrics)
     mlflow.log_dict(manifest, "manifest.json")
     sheet = contact_sheet(output, cfg.storage)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from realrestorer.degrade import TASKS
 
 SPLITS = ("train", "val", "test")
+KINDS = ("synthetic", "real", "proxy")
 QUALITY_METRICS = ("piqe", "musiq", "clipiqa", "topiq_nr", "maniqa", "niqe", "brisque", "nima")
 
 
@@ -17,11 +20,16 @@ class FilterConfig(BaseModel):
 
     quality_metrics: list[str] = Field(
         default_factory=lambda: ["piqe"],
-        description="pyiqa no-reference metrics scored on clean crops. 'piqe' needs no weights; the others load "
+        description="pyiqa no-reference metrics scored on clean images (see quality_scope). 'piqe' needs no weights; the others load "
         "from `quality_weights_dir` and are reported unavailable when their weights are not there.",
     )
     quality_weights_dir: str | None = Field(
         None, description="Local folder holding pyiqa weight files (named as pyiqa names them, e.g. musiq_koniq_*.pth)."
+    )
+    quality_scope: Literal["source", "crop"] = Field(
+        "source",
+        description="What the quality metrics score: 'source' = each clean image once (resized, before cropping; "
+        "a rejection drops all its crops), 'crop' = every clean crop (crops_per_image times the cost).",
     )
     piqe_max: float | None = Field(
         80.0, ge=0.0, le=100.0, description="Reject clean crops with PIQE above this (PIQE: lower is better); None keeps all."
@@ -62,15 +70,32 @@ class FilterConfig(BaseModel):
 
 
 class MixingConfig(BaseModel):
-    """How stage 2 mixes synthetic pairs with real (or proxy) pairs."""
+    """How stage 2 mixes synthetic pairs with real (or proxy) pairs, along the stage's planned steps.
+
+    By default the synthetic share starts at `start_ratio` (1.0: stage 2 begins on
+    stage 1's distribution) and follows a half cosine down to `final_ratio` over
+    the first `decay_fraction` of the stage's steps, then holds. A cosine leaves
+    the stage-1 mix gently and lands gently, as the cosine LR does. Positions are
+    fractions of the stage's planned steps, so one setting fits every preset.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    synthetic_ratio: float = Field(0.5, ge=0.0, le=1.0, description="Share of synthetic pairs in each stage-2 batch.")
-    schedule: list[tuple[int, float]] | None = Field(
+    start_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Synthetic share at the first step of stage 2.")
+    final_ratio: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Synthetic share once the decay is over, held to the end; the rest is real or proxy. "
+        "This is the ratio Ray Tune sweeps.",
+    )
+    decay_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Share of the stage's planned steps over which the synthetic share decays (cosine) from "
+        "`start_ratio` to `final_ratio`; 0 = `final_ratio` from the first step (a fixed mix).",
+    )
+    schedule: list[tuple[float, float]] | None = Field(
         None,
-        description="Progressive mixing: [[step, synthetic_ratio], ...], linearly interpolated and held after the "
-        "last point; overrides `synthetic_ratio` when set.",
+        description="Explicit progressive mixing: [[fraction of the stage's steps, synthetic share], ...], linearly "
+        "interpolated and held past its ends; overrides start_ratio, final_ratio and decay_fraction when set.",
     )
     web_augment_prob: float = Field(
         0.3, ge=0.0, le=1.0, description="Probability that an input gets a web re-encoding chain applied on the fly."
@@ -78,16 +103,18 @@ class MixingConfig(BaseModel):
 
     @field_validator("schedule")
     @classmethod
-    def _schedule_sorted(cls, value: list[tuple[int, float]] | None) -> list[tuple[int, float]] | None:
+    def _schedule_sorted(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
         if value is None:
             return None
         if not value:
-            raise ValueError("data.mixing.schedule must have at least one [step, ratio] point, or be null")
-        steps = [step for step, _ in value]
-        if steps != sorted(steps) or len(set(steps)) != len(steps):
-            raise ValueError(f"data.mixing.schedule steps must be strictly increasing, got {steps}")
+            raise ValueError("needs at least one [fraction, ratio] point, or null")
+        fractions = [fraction for fraction, _ in value]
+        if not all(0.0 <= fraction <= 1.0 for fraction in fractions):
+            raise ValueError("positions are fractions of the stage's planned steps: they must lie in [0, 1]")
+        if fractions != sorted(fractions) or len(set(fractions)) != len(fractions):
+            raise ValueError("positions must be strictly increasing")
         if not all(0.0 <= ratio <= 1.0 for _, ratio in value):
-            raise ValueError("data.mixing.schedule ratios must lie in [0, 1]")
+            raise ValueError("ratios must lie in [0, 1]")
         return value
 
 
@@ -136,7 +163,19 @@ class DataConfig(BaseModel):
         "means) or 'module:function' taking an H×W×3 uint8 image and returning one.",
     )
     vlm_path: str | None = Field(
-        None, description="Local folder of a transformers vision-language model that checks real pairs' task; None skips the check."
+        None,
+        description="Local folder or s3:// URI of a Qwen2.5-VL checkpoint (transformers format) that judges the degradation "
+        "type and severity of each pair of `vlm_kinds`; None skips the check.",
+    )
+    vlm_kinds: list[Literal["synthetic", "real", "proxy"]] = Field(
+        default_factory=lambda: ["real", "proxy"],
+        description="Kinds of pairs the VLM judges (synthetic, real, proxy); synthetic pairs carry their exact "
+        "degradation in params, so checking them measures the judge more than the data.",
+    )
+    vlm_reject_mismatch: bool = Field(
+        False,
+        description="Reject checked pairs whose predicted task differs from their label (rejection reason "
+        "`vlm_mismatch`); otherwise the verdict is only recorded.",
     )
     filters: FilterConfig = Field(default_factory=FilterConfig)
     mixing: MixingConfig = Field(default_factory=MixingConfig)

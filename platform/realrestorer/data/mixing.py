@@ -1,12 +1,15 @@
-"""Stage-2 mixing: a stream of batches drawing synthetic and real (or proxy) pairs at a ratio.
+"""Stage-2 mixing: a stream of batches drawing synthetic and real (or proxy) pairs at a scheduled ratio.
 
-The ratio is what Ray Tune sweeps; a schedule changes it along training
-(progressive mixing). Inputs get web-style re-encoding on the fly with some
+Progressive mixing: the synthetic share starts where stage 1 left off and decays
+to the final ratio (what Ray Tune sweeps) as a function of the optimizer step and
+the stage's planned step count only, so a resumed run is back on schedule from
+its step alone. Inputs get web-style re-encoding on the fly with some
 probability, as real inputs arrive after trips round the web.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,13 +20,23 @@ from realrestorer.data.shards import decode_image
 from realrestorer.degrade import degrade
 
 
-def ratio_at(step: int, cfg: MixingConfig) -> float:
-    """The synthetic share at `step`: the schedule linearly interpolated (held past its ends), or the fixed ratio."""
-    if cfg.schedule is None:
-        return cfg.synthetic_ratio
-    steps = np.array([s for s, _ in cfg.schedule], dtype=np.float64)
-    ratios = np.array([r for _, r in cfg.schedule], dtype=np.float64)
-    return float(np.interp(step, steps, ratios))
+def ratio_at(step: int, cfg: MixingConfig, num_steps: int) -> float:
+    """The synthetic share at optimizer step `step` (0-based) of a stage of `num_steps` planned steps.
+
+    Progress runs from 0 at the first step to 1 at the last. An explicit
+    `schedule` is interpolated linearly in it; otherwise the share follows a
+    half cosine from `start_ratio` to `final_ratio` until progress reaches
+    `decay_fraction`, and holds `final_ratio` after.
+    """
+    progress = min(1.0, max(0.0, step / max(1, num_steps - 1)))
+    if cfg.schedule is not None:
+        fractions = np.array([f for f, _ in cfg.schedule], dtype=np.float64)
+        ratios = np.array([r for _, r in cfg.schedule], dtype=np.float64)
+        return float(np.interp(progress, fractions, ratios))
+    if progress >= cfg.decay_fraction:
+        return cfg.final_ratio
+    decay = 0.5 * (1.0 + math.cos(math.pi * progress / cfg.decay_fraction))
+    return cfg.final_ratio + (cfg.start_ratio - cfg.final_ratio) * decay
 
 
 def _endless(source: Any) -> Iterator[dict[str, Any]]:
@@ -38,19 +51,22 @@ def _endless(source: Any) -> Iterator[dict[str, Any]]:
 
 
 class MixingReader:
-    """Batches of decoded pairs: each sample is synthetic with probability `ratio_at(step)`.
+    """Batches of decoded pairs: each sample is synthetic with probability `ratio_at(step, cfg, num_steps)`.
 
     `synthetic` and `real` are Ray Datasets, DataIterators (e.g. a Train worker's
-    shard) or re-iterable collections of shard rows. Each yielded batch is a dict:
-    `clean`, `degraded` (B×H×W×3 uint8), `prompt`, `task`, `kind` (lists), `step`,
-    `synthetic_ratio`.
+    shard) or re-iterable collections of shard rows; `num_steps` is the stage's
+    planned step count, which places `step` on the schedule. Each yielded batch is
+    a dict: `clean`, `degraded` (B×H×W×3 uint8), `prompt`, `task`, `kind` (lists),
+    `step`, `synthetic_ratio` (the scheduled share at that step).
     """
 
     def __init__(self, synthetic: Iterable | Any, real: Iterable | Any, cfg: MixingConfig, batch_size: int,
-                 seed: int = 0, start_step: int = 0):
+                 num_steps: int, seed: int = 0, start_step: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.cfg, self.batch_size, self.step = cfg, batch_size, start_step
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        self.cfg, self.batch_size, self.num_steps, self.step = cfg, batch_size, num_steps, start_step
         self.rng = np.random.default_rng([seed, start_step])
         self.sources = {True: _endless(synthetic), False: _endless(real)}
 
@@ -64,7 +80,7 @@ class MixingReader:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        ratio = ratio_at(self.step, self.cfg)
+        ratio = ratio_at(self.step, self.cfg, self.num_steps)
         picks = self.rng.random(self.batch_size) < ratio
         rows = [next(self.sources[bool(p)]) for p in picks]
         batch = {

@@ -29,12 +29,30 @@ def format_summary(summary: dict[str, Any]) -> str:
     unavailable = summary["quality_metrics"]["unavailable"]
     lines.append("quality metrics: " + ", ".join(summary["quality_metrics"]["used"] or ["none"])
                  + (f" (unavailable: {', '.join(unavailable)})" if unavailable else ""))
+    layers = summary["reflection_layers"]
+    if layers is not None:
+        skipped = ", ".join(f"{r}={n}" for r, n in layers["skipped"].items())
+        lines.append(f"reflection layers: {layers['num_layers']} from {layers['source']}"
+                     + (f" (skipped: {skipped})" if skipped else ""))
     rate = summary["pairs_per_s"]
     lines.append(f"pairs: {summary['num_pairs']} in {summary['seconds']:.1f} s"
                  + (f" ({rate:.2f} pairs/s)" if rate is not None else " (all shards were already complete)"))
     lines.append(f"shards: {summary['shards']['built']} built, {summary['shards']['skipped']} already complete")
+    lines.append(format_vlm_check(summary["vlm_check"]))
     lines.append(f"output: {summary['output']}")
     return "\n".join(lines)
+
+
+def format_vlm_check(check: str | dict[str, Any]) -> str:
+    """One line on the VLM check: why it was skipped, or how often the judge agreed with the labels."""
+    if isinstance(check, str):
+        return f"vlm check: {check}"
+
+    def share(rate: float | None) -> str:
+        return "n/a" if rate is None else f"{rate:.1%}"
+
+    return (f"vlm check: {check['num_checked']} pairs checked, task agreement {share(check['agreement'])}, "
+            f"severity agreement {share(check['severity_agreement'])}, {check['num_rejected']} rejected")
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -60,4 +78,4 @@ def contact_sheet(output: str, storage_cfg: storage.StorageConfig | None = None)
     return np.vstack(rows)
 
 
-__all__ = ["contact_sheet", "format_summary"]
+__all__ = ["contact_sheet", "format_summary", "format_vlm_check"]

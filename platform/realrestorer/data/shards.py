@@ -21,12 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from realrestorer import storage
-from realrestorer.data.config import QUALITY_METRICS, SPLITS
+from realrestorer.data.config import KINDS, QUALITY_METRICS, SPLITS
 from realrestorer.degrade import TASKS
 
-KINDS = ("synthetic", "real", "proxy")
-
-SCORE_FIELDS = (*QUALITY_METRICS, "psnr", "gradient_ssim", "shift_px", "align_response")
+# vlm_task_prob: the judge's probability of its predicted task; vlm_agrees: 1 when that task is the pair's label.
+SCORE_FIELDS = (*QUALITY_METRICS, "psnr", "gradient_ssim", "shift_px", "align_response", "vlm_task_prob", "vlm_agrees")
 SCORES_TYPE = pa.struct([pa.field(name, pa.float32()) for name in SCORE_FIELDS])
 
 SCHEMA = pa.schema(
@@ -45,9 +44,16 @@ SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("scores", SCORES_TYPE),
+        # The VLM judge's verdict (data/vlm.py); null for pairs it did not check.
+        pa.field("vlm_task", pa.string()),
+        pa.field("vlm_severity", pa.string()),
     ],
-    metadata={"format": "realrestorer-pairs", "version": "1"},
+    metadata={"format": "realrestorer-pairs", "version": "2"},
 )
+
+
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -66,8 +72,9 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 97) -> b
         raise ValueError(f"expected an H×W×3 uint8 image, got {rgb.dtype} {rgb.shape}")
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if fmt == "png":
-        # Level 1: a fraction of the encode time of the default at ~10% more bytes.
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        # Level 1 with the "up" row filter and run-length matching: 2.4× faster than level 1 with the default
+        # adaptive filters, and smaller (measured on 256² photo crops: 3.5 vs 8.5 ms, 125 vs 128 KB).
+        ok, buf = cv2.imencode(".png", bgr, PNG_PARAMS)
     elif fmt == "jpeg":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     else:
@@ -121,6 +128,8 @@ def _complete_row(row: dict[str, Any]) -> dict[str, Any]:
         "width": int(width),
         "height": int(height),
         "scores": scores,
+        "vlm_task": row.get("vlm_task"),
+        "vlm_severity": row.get("vlm_severity"),
     }
 
 

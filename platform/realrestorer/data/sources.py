@@ -24,8 +24,8 @@ from realrestorer.degrade import TASKS
 # The colour photos scikit-image ships (offline): the built-in clean set.
 BUILTIN_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-    "retina", "colorwheel", "motorcycle_left", "motorcycle_right",
-)
+    "retina", "motorcycle_left", "motorcycle_right",
+)  # the stereo motorcycle views are near-duplicates on purpose: the builder's dedup removes one
 BUILTIN_SCHEME = "skimage://"
 
 SKIP_REASONS = ("empty_file", "file_too_large", "not_an_image", "decompression_bomb", "too_small", "corrupt", "unreadable")
@@ -162,21 +162,56 @@ def random_crop(shape: tuple[int, ...], side: int, rng: np.random.Generator) -> 
     return [x, y, side, side]
 
 
+def _unit_hash(source_uri: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}|{source_uri}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _intervals(fractions: dict[str, float]) -> dict[str, tuple[float, float]]:
+    edges, edge = {}, 0.0
+    for name in SPLITS:
+        edges[name] = (edge, edge + fractions.get(name, 0.0))
+        edge = edges[name][1]
+    return edges
+
+
 def split_of(source_uri: str, seed: int, fractions: dict[str, float]) -> str:
     """The split of a source image: a hash of its URI placed on the cumulative split fractions."""
-    digest = hashlib.sha256(f"{seed}|{source_uri}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    edge = 0.0
-    for name in SPLITS:
-        edge += fractions.get(name, 0.0)
-        if u < edge:
+    u = _unit_hash(source_uri, seed)
+    for name, (_, high) in _intervals(fractions).items():
+        if u < high:
             return name
     return next(name for name in reversed(SPLITS) if fractions.get(name, 0.0) > 0)
+
+
+def assign_splits(source_uris: list[str], seed: int, fractions: dict[str, float]) -> dict[str, str]:
+    """`split_of` for every source, except that no split with a positive fraction is left empty.
+
+    With few sources (the built-in set has nine) the hash can leave the val split
+    with nothing. Then the source whose hash lies nearest that split's interval is
+    moved there from the largest split that can spare one. With many sources this
+    never triggers, so a source's split does not depend on which others exist.
+    """
+    splits = {uri: split_of(uri, seed, fractions) for uri in source_uris}
+    intervals = _intervals(fractions)
+    for name in SPLITS:
+        if fractions.get(name, 0.0) <= 0 or name in splits.values():
+            continue
+        sizes = {s: list(splits.values()).count(s) for s in set(splits.values())}
+        donor = max(sorted(sizes), key=lambda s: sizes[s]) if sizes else None
+        if donor is None or sizes[donor] < 2:
+            continue
+        low, high = intervals[name]
+        distance = lambda uri: max(low - _unit_hash(uri, seed), _unit_hash(uri, seed) - high, 0.0)
+        moved = min(sorted(u for u, s in splits.items() if s == donor), key=distance)
+        splits[moved] = name
+    return splits
 
 
 __all__ = [
     "BUILTIN_PHOTOS",
     "SKIP_REASONS",
+    "assign_splits",
     "list_clean",
     "list_files",
     "list_real",

@@ -18,8 +18,10 @@ from realrestorer import storage
 from realrestorer.config import PipelineConfig
 from realrestorer.data import filters, shards
 from realrestorer.data.config import DataConfig
+from realrestorer.data.layers import ReflectionLayers, record_layer
 from realrestorer.data.sources import load_image, random_crop, resize_short_side
 from realrestorer.data.teacher import Teacher, run_teacher
+from realrestorer.data.vlm import DegradationJudge, check_pairs
 from realrestorer.degrade import TASKS, degrade
 
 
@@ -51,21 +53,34 @@ def done_uri(output: str, split: str, kind: str, index: int) -> str:
 
 
 class ShardBuilder:
-    """Builds whole shards; one per actor, holding the quality metrics and the teacher."""
+    """Builds whole shards; one per actor, holding the quality metrics, the teacher and the VLM judge."""
 
-    def __init__(self, cfg: PipelineConfig, output: str, scorer: filters.QualityScorer, teacher: Teacher | None):
+    def __init__(self, cfg: PipelineConfig, output: str, scorer: filters.QualityScorer, teacher: Teacher | None,
+                 judge: DegradationJudge | None = None):
         self.cfg, self.data, self.output = cfg, cfg.data, output
-        self.scorer, self.teacher = scorer, teacher
+        self.scorer, self.teacher, self.judge = scorer, teacher, judge
         # The default prior lives inside the engine; only a configured depth network is passed as context.
         self.context: dict[str, Any] = {}
         if cfg.degrade.haze_depth != "prior":
             from realrestorer.degrade.depth import provider
 
             self.context["depth"] = provider(cfg.degrade.haze_depth)
+        # Loaded once per actor; each reflection (or mixed) sample picks one with its own generator.
+        self.layers = None
+        if cfg.degrade.reflection_layers is not None:
+            self.layers = ReflectionLayers(cfg.degrade.reflection_layers, cfg.data, cfg.storage)
+
+    def _context(self, task: str, rng: np.random.Generator) -> tuple[dict[str, Any], str | None]:
+        """What `task` renders with, and the URI of the reflection layer drawn for it (None when none is)."""
+        context = dict(self.context) if task in ("haze", "mixed") else {}
+        if self.layers is None or task not in ("reflection", "mixed"):
+            return context, None
+        uri, context["reflection"] = self.layers.pick(rng)
+        return context, uri
 
     def _pair(self, clean: np.ndarray, degraded: np.ndarray, task: str, quality: dict[str, float],
-              rejections: Counter) -> dict[str, Any] | None:
-        scores = {**quality, **filters.pair_scores(clean, degraded, self.data.filters)}
+              rejections: Counter, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        scores = {**quality, **filters.pair_scores(clean, degraded, self.data.filters, params)}
         reason = filters.pair_rejection(scores, task, self.data.filters)
         if reason:
             rejections[reason] += 1
@@ -84,34 +99,49 @@ class ShardBuilder:
             return None
         return quality
 
+    def _source_quality(self, image: np.ndarray, rejections: Counter) -> dict[str, float] | None:
+        """The clean source's scores when `quality_scope` is 'source' (one rejection for all its crops); else {}."""
+        return self._quality(image, rejections) if self.data.filters.quality_scope == "source" else {}
+
+    def _crop_quality(self, clean: np.ndarray, source_quality: dict[str, float],
+                      rejections: Counter) -> dict[str, float] | None:
+        """The scores a crop's row records: its own when `quality_scope` is 'crop', else its source's."""
+        return self._quality(clean, rejections) if self.data.filters.quality_scope == "crop" else source_quality
+
     def _synthetic(self, uri: str, split: str, kind: str, rejections: Counter) -> list[dict[str, Any]]:
         image, reason = load_image(uri, self.data, self.cfg.storage)
         if reason:
             rejections[reason] += 1
             return []
         image = resize_short_side(image, self.data.short_side)
+        source_quality = self._source_quality(image, rejections)
+        if source_quality is None:
+            return []
         rows = []
         for crop_index in range(self.data.crops_per_image):
             seed = sample_seed(self.cfg.seed, kind, uri, crop_index)
             rng = np.random.default_rng(seed)
             x, y, w, h = crop = random_crop(image.shape, self.data.resolution, rng)
             clean = np.ascontiguousarray(image[y:y + h, x:x + w])
-            quality = self._quality(clean, rejections)
+            quality = self._crop_quality(clean, source_quality, rejections)
             if quality is None:
                 continue
             severity = float(rng.uniform(self.cfg.degrade.severity_min, self.cfg.degrade.severity_max))
             if kind == "proxy":
                 # The held-out stand-in for real data: a physical mixture, then a trip round the web.
-                mixed, mixed_params = degrade("mixed", clean, rng, severity, **self.context)
+                context, layer_uri = self._context("mixed", rng)
+                mixed, mixed_params = degrade("mixed", clean, rng, severity, **context)
                 degraded, web_params = degrade("web", mixed, rng, float(rng.uniform(0.0, 1.0)))
                 task, params = "mixed", {"chain": [mixed_params, web_params]}
                 prompt = prompt_for("mixed", mixed_params)
             else:
                 task = sample_task(rng, self.data)
-                context = self.context if task in ("haze", "mixed") else {}
+                context, layer_uri = self._context(task, rng)
                 degraded, params = degrade(task, clean, rng, severity, **context)
                 prompt = prompt_for(task, params)
-            pair = self._pair(clean, degraded, task, quality, rejections)
+            if layer_uri is not None:
+                record_layer(params, layer_uri)
+            pair = self._pair(clean, degraded, task, quality, rejections, params)
             if pair is not None:
                 rows.append({**pair, "id": shards.pair_id(seed, task), "split": split, "kind": kind, "task": task,
                              "prompt": prompt, "source_uri": uri, "crop": crop, "seed": seed, "params": params,
@@ -133,13 +163,16 @@ class ShardBuilder:
             reference_full, origin = run_teacher(self.teacher, degraded_full), f"teacher:{self.data.teacher}"
         else:
             reference_full, origin = resize_short_side(reference_full, self.data.short_side), item["reference"]
+        source_quality = self._source_quality(reference_full, rejections)
+        if source_quality is None:
+            return []
         rows = []
         for crop_index in range(self.data.crops_per_image):
             seed = sample_seed(self.cfg.seed, "real", item["degraded"], crop_index)
             x, y, w, h = crop = random_crop(degraded_full.shape, self.data.resolution, np.random.default_rng(seed))
             clean = np.ascontiguousarray(reference_full[y:y + h, x:x + w])
             degraded = np.ascontiguousarray(degraded_full[y:y + h, x:x + w])
-            quality = self._quality(clean, rejections)
+            quality = self._crop_quality(clean, source_quality, rejections)
             if quality is None:
                 continue
             pair = self._pair(clean, degraded, item["task"], quality, rejections)
@@ -157,6 +190,9 @@ class ShardBuilder:
         rows: list[dict[str, Any]] = []
         for item in shard["items"]:
             rows += self._real(item, split, rejections) if kind == "real" else self._synthetic(item, split, kind, rejections)
+        vlm = None
+        if self.judge is not None:
+            rows, vlm = check_pairs(self.judge, rows, self.data, rejections)
         target = storage.join(self.output, shards.shard_name(split, kind, index))
         if rows:
             shards.write_pairs(rows, self.output, self.cfg.storage, index=index)
@@ -168,6 +204,8 @@ class ShardBuilder:
             "counts": dict(Counter(f"{split}/{kind}/{row['task']}" for row in rows)),
             "rejections": dict(rejections),
             "seconds": time.perf_counter() - start,
+            "vlm": vlm,
+            "unavailable_metrics": dict(self.scorer.unavailable),
         }
         # The marker goes last: a shard without it is rebuilt on resume.
         storage.write_bytes(done_uri(self.output, split, kind, index), json.dumps(stats).encode(), self.cfg.storage)

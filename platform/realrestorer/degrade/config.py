@@ -19,8 +19,9 @@ class DegradeConfig(BaseModel):
     )
     reflection_layers: str | None = Field(
         None,
-        description="Folder, glob or s3:// prefix of images used as reflection layers; None makes the layer "
-        "from the scene itself.",
+        description="Folder, glob or s3:// prefix of images used as reflection layers: each reflection sample (and "
+        "each mixed chain with a reflection step) picks one with its own seed, fitted to the crop size; files that "
+        "cannot be used are skipped and counted in the manifest. None makes the layer from the scene itself.",
     )
 
     @model_validator(mode="after")

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+# A reflection step records whether it was given a layer as context (see reflection.py), so pass it on.
+SAMPLE_CONTEXT = ("reflection",)
+
 PHYSICAL_ORDER: tuple[str, ...] = ("haze", "rain", "reflection", "flare", "blur", "lowlight", "noise", "moire", "compression")
 # Each step's severity is the mixture's severity shifted by at most this much, so
 # a mixture stays varied while a higher severity still makes every step stronger.
@@ -26,7 +29,7 @@ def _model(task: str):
     return model(task)
 
 
-def sample(rgb: np.ndarray, rng: np.random.Generator, severity: float) -> dict[str, Any]:
+def sample(rgb: np.ndarray, rng: np.random.Generator, severity: float, **context: Any) -> dict[str, Any]:
     num_steps = int(rng.integers(2, 4))
     picked = sorted(rng.choice(len(PHYSICAL_ORDER), size=num_steps, replace=False).tolist())
     shifts = rng.uniform(-_SPREAD, _SPREAD, size=num_steps)
@@ -36,7 +39,9 @@ def sample(rgb: np.ndarray, rng: np.random.Generator, severity: float) -> dict[s
     for index, shift, step_seed in zip(picked, shifts, step_seeds):
         task = PHYSICAL_ORDER[index]
         sub_severity = float(np.clip(severity + shift, 0.0, 1.0))
-        params = _model(task).sample(rgb, np.random.default_rng(int(step_seed)), sub_severity)
+        impl = _model(task)
+        step_context = {key: context[key] for key in getattr(impl, "SAMPLE_CONTEXT", ()) if key in context}
+        params = impl.sample(rgb, np.random.default_rng(int(step_seed)), sub_severity, **step_context)
         steps.append({"task": task, "severity": sub_severity, **params})
     return {"steps": steps}
 

@@ -86,6 +86,33 @@ def _vlm_size(h: int, w: int) -> tuple[int, int]:
     return max(VLM_PATCH, round(h * s / VLM_PATCH) * VLM_PATCH), max(VLM_PATCH, round(w * s / VLM_PATCH) * VLM_PATCH)
 
 
+# The files of a Qwen2.5-VL checkpoint, each group one file under alternative names. Released checkpoints
+# carry preprocessor_config.json; transformers 5 writes processor_config.json.
+QWEN_VL_FILES = (
+    ("config.json",),
+    ("preprocessor_config.json", "processor_config.json"),
+    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+)
+
+
+def load_qwen_vl(uri: str, key: str):
+    """Qwen2.5-VL's processor and full model (LM head included) from a local folder or s3:// URI named by config `key`."""
+    _offline()
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    local = resolve_dir(uri, key, ())
+    for names in QWEN_VL_FILES:
+        require_one_of(local, uri, key, names)
+    processor = AutoProcessor.from_pretrained(str(local), local_files_only=True)
+    return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(str(local), local_files_only=True)
+
+
+def chat_prompt(processor, text: str, with_image: bool) -> str:
+    """One user turn (an image, then `text`) in the model's chat format, ending where the assistant's answer starts."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+
+
 class QwenVLEncoder(nn.Module):
     """Qwen2.5-VL reading the degraded image and the prompt, as RealRestorer conditions its DiT.
 
@@ -96,29 +123,17 @@ class QwenVLEncoder(nn.Module):
 
     def __init__(self, uri: str, max_tokens: int, key: str = "model.text_encoder_path"):
         super().__init__()
-        _offline()
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-        local = resolve_dir(uri, key, ("config.json",))
-        # Released checkpoints carry preprocessor_config.json; transformers 5 writes processor_config.json.
-        require_one_of(local, uri, key, ("preprocessor_config.json", "processor_config.json"))
-        require_one_of(local, uri, key, ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-        self.processor = AutoProcessor.from_pretrained(str(local), local_files_only=True)
-        full = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(local), local_files_only=True)
+        self.processor, full = load_qwen_vl(uri, key)
         # Only the backbone's hidden states condition the DiT; the LM head is dropped.
         self.encoder = full.model
         self.hidden_size = int(full.config.text_config.hidden_size)
         self.max_tokens = max_tokens
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _chat(self, prompt: str, with_image: bool) -> str:
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-
     @torch.no_grad()
     def _run(self, prompts: list[str], images_B3HW: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         dev = next(self.encoder.parameters()).device
-        texts = [self._chat(p, images_B3HW is not None) for p in prompts]
+        texts = [chat_prompt(self.processor, p, images_B3HW is not None) for p in prompts]
         kwargs = {}
         if images_B3HW is not None:
             h, w = _vlm_size(*images_B3HW.shape[-2:])

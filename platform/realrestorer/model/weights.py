@@ -52,10 +52,39 @@ def resolve_dir(uri: str, key: str, required: tuple[str, ...]) -> Path:
     return local
 
 
+def _absent(uri: str, key: str, names: tuple[str, ...]) -> MissingWeightsError:
+    others = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
+    return MissingWeightsError(f"{key}: {uri.rstrip('/')}/{names[0]}{others} not found")
+
+
 def require_one_of(local: Path, uri: str, key: str, names: tuple[str, ...]) -> Path:
     """The first of `names` present in `local`; a one-line error naming them when none is."""
     for name in names:
         if (local / name).is_file():
             return local / name
-    others = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
-    raise MissingWeightsError(f"{key}: {uri.rstrip('/')}/{names[0]}{others} not found")
+    raise _absent(uri, key, names)
+
+
+def check_files(uri: str, key: str, groups: tuple[tuple[str, ...], ...]) -> None:
+    """Fail early, downloading nothing: `uri` must hold one file of each group of alternative names.
+
+    A driver calls this before it starts workers that load the weights, so a wrong path is one line, not a
+    traceback from inside a worker.
+    """
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" not in uri:
+        local = Path(uri).expanduser()
+        if not local.is_dir():
+            raise MissingWeightsError(f"{key}: directory {uri} not found")
+        for names in groups:
+            require_one_of(local, uri, key, names)
+        return
+    from realrestorer.storage import filesystem
+
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise MissingWeightsError(f"{key}: {uri} not found")
+    for names in groups:
+        if not any(fs.isfile(f"{path.rstrip('/')}/{name}") for name in names):
+            raise _absent(uri, key, names)

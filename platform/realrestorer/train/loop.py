@@ -9,7 +9,8 @@ Every `checkpoint_every` steps all workers save their DeepSpeed shards and call
 Data position: a single-kind stage streams epochs of its Ray Data shard and a
 checkpoint records (epoch, micro-batches consumed), so a resumed run skips to the
 same place. A mixed stage (stage 2) restarts its sources on resume and re-seeds
-its synthetic/real draws from the step, so the mix stays on schedule.
+its synthetic/real draws from the step; its synthetic share is a function of the
+step and the planned step count alone, so the mix resumes on schedule.
 
 Fault injection for tests: with REALRESTORER_FAIL_AT_STEP=N set, rank 0 of a
 run that started without a checkpoint exits the process abruptly when it
@@ -164,7 +165,7 @@ def train_loop(config: dict[str, Any]) -> None:
         reader = MixingReader(
             RankRows(ray.train.get_dataset_shard("synthetic"), rank, world),
             RankRows(ray.train.get_dataset_shard("real"), rank, world),
-            cfg.data.mixing, stage.micro_batch_size, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
+            cfg.data.mixing, stage.micro_batch_size, stage.steps, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
         )
         stream = mixed_micro_batches(reader, state["step"], num_accum)
     else:
@@ -209,7 +210,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 **rates(cost, window_steps * stage.batch_size, seconds, world, peak),
             }
             if stage.mixes:
-                metrics["synthetic_ratio"] = ratio_at(step, cfg.data.mixing)
+                metrics["synthetic_ratio"] = ratio_at(step, cfg.data.mixing, stage.steps)
             tracker.metrics(metrics, step=state["step"])
             window_loss, window_steps = 0.0, 0
         if (stage.val_every and state["step"] % stage.val_every == 0) or last:
