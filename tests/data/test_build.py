@@ -106,8 +106,13 @@ def _write_images(folder, photos):
         cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def test_bad_inputs_are_skipped_and_counted(ray_session, tmp_path):
+@pytest.mark.parametrize("scan", ["driver", "ray_data"])  # few sources are scanned in the driver, many on Ray Data
+def test_bad_inputs_are_skipped_and_counted(ray_session, tmp_path, monkeypatch, scan):
+    from realrestorer.data import build as build_module
     from tests.data.test_filters import _bomb_png
+
+    if scan == "ray_data":
+        monkeypatch.setattr(build_module, "SCAN_IN_DRIVER_MAX", 0)
 
     clean = tmp_path / "clean"
     _write_images(clean, {f"{n}.png": load_image(f"skimage://{n}", load_config("tiny").data)[0][:256, :256]

@@ -74,15 +74,24 @@ def plan_shards(items_by_split: dict[str, list[Any]], kind: str, per_shard: int)
     return plan
 
 
+# Up to this many sources are scanned in the driver: a Ray Data job costs seconds to start, more than loading a few images.
+SCAN_IN_DRIVER_MAX = 32
+
+
 def _scan(cfg: PipelineConfig, uris: list[str], num_workers: int) -> tuple[list[str], Counter]:
     import ray.data
 
     rejections: Counter = Counter()
-    ds = ray.data.from_items([{"source_uri": u} for u in uris], override_num_blocks=min(len(uris), 4 * num_workers))
-    rows = ds.map_batches(
-        _scan_batch, fn_kwargs={"cfg_json": cfg.model_dump_json()}, batch_size=16,
-        compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1,
-    ).take_all()
+    cfg_json = cfg.model_dump_json()
+    if len(uris) <= SCAN_IN_DRIVER_MAX:
+        batch = _scan_batch({"source_uri": np.array(uris)}, cfg_json)
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    else:
+        ds = ray.data.from_items([{"source_uri": u} for u in uris], override_num_blocks=min(len(uris), 4 * num_workers))
+        rows = ds.map_batches(
+            _scan_batch, fn_kwargs={"cfg_json": cfg_json}, batch_size=16,
+            compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1,
+        ).take_all()
     rows.sort(key=lambda r: r["source_uri"])
     valid = [r for r in rows if r["status"] == "ok"]
     rejections.update(r["status"] for r in rows if r["status"] != "ok")

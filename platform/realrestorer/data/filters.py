@@ -210,7 +210,7 @@ class QualityScorer:
             return {}
         import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+        tensor = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
         with torch.inference_mode():
             return {name: float(metric(tensor).item()) for name, metric in self.metrics.items()}
 

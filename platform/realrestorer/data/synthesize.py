@@ -204,6 +204,7 @@ class ShardBuilder:
             "counts": dict(Counter(f"{split}/{kind}/{row['task']}" for row in rows)),
             "rejections": dict(rejections),
             "seconds": time.perf_counter() - start,
+            "finished_at": time.time(),  # wall clock, so a run's busy window can be measured across workers
             "vlm": vlm,
             "unavailable_metrics": dict(self.scorer.unavailable),
         }
