@@ -131,3 +131,32 @@ def test_validation_scores_and_grid():
     assert set(metrics) == {f"val/{g}/{m}" for g in ("mean", "haze", "rain") for m in ("psnr", "ssim")}
     grid = sample_grid(["haze", "haze", "rain", "rain"], noisy, clean, clean)
     assert grid.shape == (32, 48, 3) and grid.dtype == np.uint8
+
+
+def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, pair_dataset, tmp_path):
+    import json
+    import shutil
+
+    from ray.data.dataset import MaterializedDataset
+    from realrestorer.train.config import StageConfig
+    from realrestorer.train.stages import decoded_mb, training_datasets
+
+    from tests.train.conftest import SIDE, micro_config
+
+    root = tmp_path / "pairs"
+    shutil.copytree(pair_dataset, root)
+    cfg = micro_config(str(tmp_path), str(root), f"data.resolution={SIDE}")
+    stage = StageConfig()
+    # Without a manifest the size is unknown: stream.
+    assert decoded_mb(cfg, ["synthetic"]) is None
+    assert not isinstance(training_datasets(cfg, stage)["train"], MaterializedDataset)
+    counts = {"train": {"synthetic": {"blur": 20, "noise": 16}}}
+    (root / "manifest.json").write_text(json.dumps({"counts": counts}))
+    assert decoded_mb(cfg, ["synthetic"]) == pytest.approx(36 * 2 * 3 * SIDE**2 / 2**20)
+    cached = training_datasets(cfg, stage)["train"]
+    streamed = training_datasets(cfg, stage.model_copy(update={"cache_mb": 0}))["train"]
+    assert isinstance(cached, MaterializedDataset)
+    assert not isinstance(streamed, MaterializedDataset)
+    # Same pairs either way.
+    key = lambda row: row["clean"].tobytes()
+    assert [key(r) for r in sorted(cached.take_all(), key=key)] == [key(r) for r in sorted(streamed.take_all(), key=key)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -57,20 +58,36 @@ def init_dit_uri(cfg: PipelineConfig, stage_name: str) -> str | None:
     return dit
 
 
+def decoded_mb(cfg: PipelineConfig, kinds: list[str]) -> float | None:
+    """Decoded size in MB of the train pairs of `kinds`, from the dataset manifest; None without a manifest."""
+    uri = storage.join(dataset_uri(cfg), "manifest.json")
+    if not storage.exists(uri, cfg.storage):
+        return None
+    counts = json.loads(storage.read_bytes(uri, cfg.storage))["counts"].get("train", {})
+    pairs = sum(n for kind in kinds for n in counts.get(kind, {}).values())
+    return pairs * 2 * 3 * cfg.data.resolution**2 / 2**20
+
+
 def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
-    """The stage's training pairs as Ray Datasets: `train` (decoded), or `synthetic` and `real` rows to mix."""
+    """The stage's training pairs as Ray Datasets: `train` (decoded), or `synthetic` and `real` rows to mix.
+
+    A dataset small enough (`cache_mb`) is materialized once: every epoch then reads the object store
+    instead of restarting a read-and-decode pipeline, which costs seconds per epoch on small sets.
+    """
     from realrestorer.data.shards import read_shards
 
     columns = ["clean", "degraded", "prompt", "task", "kind"]
     root = dataset_uri(cfg)
+    size = decoded_mb(cfg, stage.kinds)
+    cache = (lambda ds: ds.materialize()) if size is not None and size <= stage.cache_mb else (lambda ds: ds)
     if stage.mixes:
         others = [kind for kind in stage.kinds if kind != "synthetic"]
         return {
-            "synthetic": read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage).select_columns(columns),
-            "real": read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage).select_columns(columns),
+            "synthetic": cache(read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage).select_columns(columns)),
+            "real": cache(read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage).select_columns(columns)),
         }
     ds = read_shards(root, split="train", kinds=stage.kinds, storage_cfg=cfg.storage)
-    return {"train": ds.select_columns(columns).map_batches(decode_pairs, batch_format="numpy")}
+    return {"train": cache(ds.select_columns(columns).map_batches(decode_pairs, batch_format="numpy"))}
 
 
 def _storage_args(cfg: PipelineConfig) -> dict[str, Any]:
