@@ -13,21 +13,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import cv2
 import numpy as np
 
 from realrestorer import storage
 from realrestorer.data.config import DataConfig
-from realrestorer.data.sources import list_files, load_image
+from realrestorer.data.sources import list_files, load_image, resize_short_side
 
 
 def fit_square(rgb: np.ndarray, side: int) -> np.ndarray:
-    """Scale so the short side is `side` (either way), then take the centred side×side square."""
-    height, width = rgb.shape[:2]
-    scale = side / min(height, width)
-    size = (max(side, round(width * scale)), max(side, round(height * scale)))
-    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
-    y, x = (size[1] - side) // 2, (size[0] - side) // 2
+    """The centred side×side square of the image downscaled so its short side is `side`."""
+    if min(rgb.shape[:2]) < side:
+        raise ValueError(f"a {rgb.shape[1]}×{rgb.shape[0]} image cannot give a {side}² layer")
+    resized = resize_short_side(rgb, side)
+    y, x = (resized.shape[0] - side) // 2, (resized.shape[1] - side) // 2
     return np.ascontiguousarray(resized[y:y + side, x:x + side])
 
 
