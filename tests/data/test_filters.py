@@ -169,17 +169,29 @@ def test_quality_filter_drops_a_noisy_source_and_records_its_score(tmp_path, pho
     from realrestorer.data.sources import resize_short_side
     from realrestorer.data.synthesize import ShardBuilder
 
+    # Crop positions follow the source URI (tmp_path), so the crop case must hold wherever the crops fall:
+    # 128-px crops and stronger noise keep every clean crop's PIQE below every noisy crop's (checked below on a grid).
+    sigma, resolution = (40, 64) if scope == "source" else (60, 128)
     rng = np.random.default_rng(0)
-    noisy = np.clip(photo + rng.normal(0, 40, photo.shape), 0, 255).astype(np.uint8)
+    noisy = np.clip(photo + rng.normal(0, sigma, photo.shape), 0, 255).astype(np.uint8)
     for name, image in (("clean.png", photo), ("noisy.png", noisy)):
         cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     cfg = load_config("tiny", [f"data.output={tmp_path / 'out'}", "data.crops_per_image=3", "data.build_proxy=false", "data.resize_short_side=256",
-                               f"data.filters.quality_scope={scope}"])
+                               f"data.resolution={resolution}", f"data.filters.quality_scope={scope}"])
     scorer = filters.QualityScorer(cfg.data.filters)
-    piqe = {n: scorer(resize_short_side(cv2.cvtColor(cv2.imread(str(tmp_path / n)), cv2.COLOR_BGR2RGB),
-                                        cfg.data.short_side))["piqe"] for n in ("clean.png", "noisy.png")}
-    assert piqe["noisy.png"] > piqe["clean.png"] + 10  # PIQE: lower is better
-    cfg.data.filters.piqe_max = (piqe["clean.png"] + piqe["noisy.png"]) / 2
+    images = {n: resize_short_side(cv2.cvtColor(cv2.imread(str(tmp_path / n)), cv2.COLOR_BGR2RGB), cfg.data.short_side)
+              for n in ("clean.png", "noisy.png")}
+    if scope == "source":
+        piqe = {n: scorer(image)["piqe"] for n, image in images.items()}
+        assert piqe["noisy.png"] > piqe["clean.png"] + 10  # PIQE: lower is better
+        cfg.data.filters.piqe_max = (piqe["clean.png"] + piqe["noisy.png"]) / 2
+    else:
+        step, side = resolution // 8, images["clean.png"].shape[0]
+        grid = {n: [scorer(image[y:y + resolution, x:x + resolution])["piqe"]
+                    for y in range(0, side - resolution + 1, step) for x in range(0, side - resolution + 1, step)]
+                for n, image in images.items()}
+        assert max(grid["clean.png"]) + 3 < min(grid["noisy.png"])
+        cfg.data.filters.piqe_max = (max(grid["clean.png"]) + min(grid["noisy.png"])) / 2
     builder = ShardBuilder(cfg, cfg.data.output, filters.QualityScorer(cfg.data.filters), None)
     stats = builder.build({"split": "train", "kind": "synthetic", "index": 0,
                            "items": [str(tmp_path / "clean.png"), str(tmp_path / "noisy.png")]})
@@ -190,6 +202,10 @@ def test_quality_filter_drops_a_noisy_source_and_records_its_score(tmp_path, pho
         assert stats["rejections"].get("low_quality") == 1
         assert all(abs(r["scores"]["piqe"] - piqe["clean.png"]) < 1e-3 for r in rows)
     else:
-        # Scored crop by crop: each of the noisy source's three crops is rejected (a clean crop may be too).
+        # Scored crop by crop: each of the noisy source's three crops is rejected, and each kept row records
+        # the score of its own crop, under the threshold.
         assert stats["rejections"].get("low_quality", 0) >= 3
-        assert len({round(r["scores"]["piqe"], 3) for r in rows}) > 1
+        for r in rows:
+            x, y, w, h = r["crop"]
+            own = scorer(np.ascontiguousarray(images["clean.png"][y:y + h, x:x + w]))["piqe"]
+            assert abs(r["scores"]["piqe"] - own) < 1e-3 and own <= cfg.data.filters.piqe_max
