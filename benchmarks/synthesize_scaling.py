@@ -82,7 +82,7 @@ def _builder_no_ray(cfg) -> float:
     sources = [u for u in list_clean(None) if load_image(u, cfg.data)[1] is None]
     start, pairs = time.process_time(), 0
     for index, uri in enumerate(sources):
-        pairs += builder.build({"split": "train", "kind": "synthetic", "index": index, "items": [uri]})["num_pairs"]
+        pairs += builder.build({"split": "train", "kind": "synthetic", "index": index, "items": [{"source": uri, "crops": [0, cfg.data.crops_per_image]}]})["num_pairs"]
     return pairs / (time.process_time() - start)
 
 

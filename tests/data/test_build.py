@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from realrestorer import storage
 from realrestorer.config import load_config
-from realrestorer.data.build import build_dataset
+from realrestorer.data.build import build_dataset, plan_shards
 from realrestorer.data.config import MixingConfig
 from realrestorer.data.mixing import MixingReader
 from realrestorer.data.shards import decode_image, read_shards, read_table, shard_uris
@@ -61,6 +61,20 @@ def test_same_seed_gives_identical_shards_and_another_seed_does_not(built, tmp_p
     assert first == again
     build(tmp_path / "other", "seed=1", "data.crops_per_image=1", "data.build_proxy=false")
     assert {r["id"] for r in rows_of(tmp_path / "other")}.isdisjoint({r["id"] for r in first})
+
+
+def test_the_crop_cap_cuts_sources_across_shards_without_changing_the_pairs(built, tmp_path):
+    data = load_config("tiny", ["data.images_per_shard=2", "data.crops_per_image=5", "data.max_crops_per_shard=4"]).data
+    plan = plan_shards({"train": ["a", "b", "c"], "val": ["d"]}, "synthetic", data)
+    assert [(s["split"], s["index"], [(i["source"], *i["crops"]) for i in s["items"]]) for s in plan] == [
+        ("train", 0, [("a", 0, 4)]), ("train", 1, [("a", 4, 5), ("b", 0, 3)]), ("train", 2, [("b", 3, 5)]),
+        ("train", 3, [("c", 0, 4)]), ("train", 4, [("c", 4, 5)]), ("val", 0, [("d", 0, 4)]), ("val", 1, [("d", 4, 5)])]
+    # On the builder: one crop per shard gives the very pairs and counts of the default plan.
+    output, summary = built
+    cut = build(tmp_path / "cut", "data.max_crops_per_shard=1")
+    assert cut["shards"]["total"] > summary["shards"]["total"]
+    assert sorted(rows_of(tmp_path / "cut"), key=lambda r: r["id"]) == sorted(rows_of(output), key=lambda r: r["id"])
+    assert cut["counts"] == summary["counts"] and cut["rejections"] == summary["rejections"]
 
 
 def test_each_degraded_pair_reproduces_from_its_params(built):

@@ -194,11 +194,12 @@ def test_quality_filter_drops_a_noisy_source_and_records_its_score(tmp_path, pho
         cfg.data.filters.piqe_max = (max(grid["clean.png"]) + min(grid["noisy.png"])) / 2
     builder = ShardBuilder(cfg, cfg.data.output, filters.QualityScorer(cfg.data.filters), None)
     stats = builder.build({"split": "train", "kind": "synthetic", "index": 0,
-                           "items": [str(tmp_path / "clean.png"), str(tmp_path / "noisy.png")]})
+                           "items": [{"source": str(tmp_path / n), "crops": crops}  # each source in two units, as a shard cap cuts it
+                                     for n in ("clean.png", "noisy.png") for crops in ([0, 2], [2, 3])]})
     rows = [r for uri in shard_uris(cfg.data.output) for r in read_table(uri).to_pylist()]
     assert rows and {r["source_uri"] for r in rows} == {str(tmp_path / "clean.png")}
     if scope == "source":
-        # One rejection for the source, and every crop records its source's score.
+        # One rejection for the source (not one per unit), and every crop records its source's score.
         assert stats["rejections"].get("low_quality") == 1
         assert all(abs(r["scores"]["piqe"] - piqe["clean.png"]) < 1e-3 for r in rows)
     else:

@@ -19,6 +19,7 @@ import numpy as np
 from realrestorer import storage, tracking
 from realrestorer.config import PipelineConfig
 from realrestorer.data import filters, shards, vlm
+from realrestorer.data.config import DataConfig
 from realrestorer.data.layers import ReflectionLayers
 from realrestorer.data.sources import assign_splits, list_clean, list_real, load_image
 from realrestorer.data.report import format_vlm_check
@@ -65,12 +66,34 @@ class _ShardActor:
         return {"stats": np.array(stats, dtype=object)}
 
 
-def plan_shards(items_by_split: dict[str, list[Any]], kind: str, per_shard: int) -> list[dict[str, Any]]:
-    """Cut each split's sorted items into shards of `per_shard` items."""
+def plan_shards(items_by_split: dict[str, list[Any]], kind: str, data: DataConfig) -> list[dict[str, Any]]:
+    """Cut each split's sorted sources into shards of `images_per_shard` sources and at most `max_crops_per_shard` crops.
+
+    Each shard item is `{"source": item, "crops": [start, stop]}`. A group of sources with more crops than
+    the cap is cut into consecutive runs of crops, splitting a source across shards where a run ends inside
+    it, so a few large sources still make many units of work. The plan depends on the config alone.
+    """
+    cap = data.max_crops_per_shard
     plan = []
     for split, items in sorted(items_by_split.items()):
-        for index, start in enumerate(range(0, len(items), per_shard)):
-            plan.append({"split": split, "kind": kind, "index": index, "items": items[start:start + per_shard]})
+        index = 0
+        for start in range(0, len(items), data.images_per_shard):
+            group = items[start:start + data.images_per_shard]
+            run: list[dict[str, Any]] = []
+            used = 0
+            for item in group:
+                first = 0
+                while first < data.crops_per_image:
+                    stop = min(data.crops_per_image, first + cap - used)
+                    run.append({"source": item, "crops": [first, stop]})
+                    used += stop - first
+                    first = stop
+                    if used == cap:
+                        plan.append({"split": split, "kind": kind, "index": index, "items": run})
+                        index, run, used = index + 1, [], 0
+            if run:
+                plan.append({"split": split, "kind": kind, "index": index, "items": run})
+                index += 1
     return plan
 
 
@@ -109,16 +132,16 @@ def _plan(cfg: PipelineConfig, num_workers: int) -> tuple[list[dict[str, Any]], 
     by_split: dict[str, list[str]] = {}
     for uri, split in assign_splits(sources, cfg.seed, data.splits).items():
         by_split.setdefault(split, []).append(uri)
-    plan = plan_shards(by_split, "synthetic", data.images_per_shard)
+    plan = plan_shards(by_split, "synthetic", data)
     if data.real_source is not None:
         real_by_split: dict[str, list[dict]] = {}
         items = sorted(list_real(data.real_source, cfg.storage), key=lambda i: i["degraded"])
         real_splits = assign_splits([item["degraded"] for item in items], cfg.seed, data.splits)
         for item in items:
             real_by_split.setdefault(real_splits[item["degraded"]], []).append(item)
-        plan += plan_shards(real_by_split, "real", data.images_per_shard)
+        plan += plan_shards(real_by_split, "real", data)
     elif data.build_proxy:
-        plan += plan_shards(by_split, "proxy", data.images_per_shard)
+        plan += plan_shards(by_split, "proxy", data)
     return plan, rejections, len(uris)
 
 

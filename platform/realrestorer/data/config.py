@@ -156,6 +156,11 @@ class DataConfig(BaseModel):
     degraded_format: str = Field("png", description="Encoding of degraded images: 'png' (lossless) or 'jpeg'.")
     jpeg_quality: int = Field(97, ge=95, le=100, description="JPEG quality when degraded_format is 'jpeg'.")
     images_per_shard: int = Field(8, ge=1, description="Source images per shard (one shard is one unit of work and of resume).")
+    max_crops_per_shard: int = Field(
+        64, ge=1,
+        description="At most this many crops per shard: more are cut into further shards, splitting a source's "
+        "crops where needed, so a few large sources still spread over many workers.",
+    )
     num_workers: int | None = Field(None, ge=1, description="Size of the CPU actor pool; None = all CPUs Ray has.")
     teacher: str = Field(
         "nlmeans",

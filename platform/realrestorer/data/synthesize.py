@@ -108,17 +108,19 @@ class ShardBuilder:
         """The scores a crop's row records: its own when `quality_scope` is 'crop', else its source's."""
         return self._quality(clean, rejections) if self.data.filters.quality_scope == "crop" else source_quality
 
-    def _synthetic(self, uri: str, split: str, kind: str, rejections: Counter) -> list[dict[str, Any]]:
+    def _synthetic(self, uri: str, crops: range, split: str, kind: str, rejections: Counter) -> list[dict[str, Any]]:
+        # What rejects the whole source is counted once, by the unit that holds its first crop.
+        source_rejections = rejections if crops.start == 0 else Counter()
         image, reason = load_image(uri, self.data, self.cfg.storage)
         if reason:
-            rejections[reason] += 1
+            source_rejections[reason] += 1
             return []
         image = resize_short_side(image, self.data.short_side)
-        source_quality = self._source_quality(image, rejections)
+        source_quality = self._source_quality(image, source_rejections)
         if source_quality is None:
             return []
         rows = []
-        for crop_index in range(self.data.crops_per_image):
+        for crop_index in crops:
             seed = sample_seed(self.cfg.seed, kind, uri, crop_index)
             rng = np.random.default_rng(seed)
             x, y, w, h = crop = random_crop(image.shape, self.data.resolution, rng)
@@ -148,7 +150,8 @@ class ShardBuilder:
                              "width": w, "height": h})
         return rows
 
-    def _real(self, item: dict[str, Any], split: str, rejections: Counter) -> list[dict[str, Any]]:
+    def _real(self, item: dict[str, Any], crops: range, split: str, rejections: Counter) -> list[dict[str, Any]]:
+        source_rejections = rejections if crops.start == 0 else Counter()
         degraded_full, reason = load_image(item["degraded"], self.data, self.cfg.storage)
         reference_full = None
         if not reason and item["reference"] is not None:
@@ -156,18 +159,18 @@ class ShardBuilder:
             if not reason and reference_full.shape != degraded_full.shape:
                 reason = "size_mismatch"
         if reason:
-            rejections[reason] += 1
+            source_rejections[reason] += 1
             return []
         degraded_full = resize_short_side(degraded_full, self.data.short_side)
         if reference_full is None:
             reference_full, origin = run_teacher(self.teacher, degraded_full), f"teacher:{self.data.teacher}"
         else:
             reference_full, origin = resize_short_side(reference_full, self.data.short_side), item["reference"]
-        source_quality = self._source_quality(reference_full, rejections)
+        source_quality = self._source_quality(reference_full, source_rejections)
         if source_quality is None:
             return []
         rows = []
-        for crop_index in range(self.data.crops_per_image):
+        for crop_index in crops:
             seed = sample_seed(self.cfg.seed, "real", item["degraded"], crop_index)
             x, y, w, h = crop = random_crop(degraded_full.shape, self.data.resolution, np.random.default_rng(seed))
             clean = np.ascontiguousarray(reference_full[y:y + h, x:x + w])
@@ -183,13 +186,19 @@ class ShardBuilder:
         return rows
 
     def build(self, shard: dict[str, Any]) -> dict[str, Any]:
-        """Make, write and mark one shard; return its stats."""
+        """Make, write and mark one shard; return its stats.
+
+        `shard` is a plan entry (`build.plan_shards`): split, kind, index and items, each item a source (a URI,
+        or a real item's dict) with the `[start, stop)` range of its crops that this shard makes.
+        """
         start = time.perf_counter()
         split, kind, index = shard["split"], shard["kind"], shard["index"]
         rejections: Counter = Counter()
         rows: list[dict[str, Any]] = []
         for item in shard["items"]:
-            rows += self._real(item, split, rejections) if kind == "real" else self._synthetic(item, split, kind, rejections)
+            source, crops = item["source"], range(*item["crops"])
+            rows += (self._real(source, crops, split, rejections) if kind == "real"
+                     else self._synthetic(source, crops, split, kind, rejections))
         vlm = None
         if self.judge is not None:
             rows, vlm = check_pairs(self.judge, rows, self.data, rejections)
