@@ -136,3 +136,22 @@ def test_bad_batches_fail_with_clear_errors(overfit, pair):
         restorer(pair[0], pair[1][:, :2], [PROMPT])
     with pytest.raises(ValueError, match="3×H×W"):
         restorer.restore([pair[1][0, :1]], [PROMPT])
+
+
+def test_relative_loss_weighting_scores_each_sample_by_the_share_of_its_degradation_left():
+    from realrestorer.model.flow import weighted_mse
+
+    # A mild sample (small residual) and a severe one (50× larger), each predicted with half its residual missing.
+    target = torch.stack([torch.full((4, 3), 0.02), torch.full((4, 3), 1.0)])
+    pred = 0.5 * target
+    plain = weighted_mse(pred, target, "none", 1e-3)
+    assert plain == pytest.approx(((0.01**2) + 0.5**2) / 2)  # the severe sample is nearly all of it
+    floor = 1e-6
+    relative = weighted_mse(pred, target, "relative", floor)
+    assert relative == pytest.approx(0.25, rel=1e-2)  # both samples count alike: a quarter of their identity loss
+    # Undoing the mild sample's degradation completely lowers the relative loss by half; the plain loss barely moves.
+    pred_mild_fixed = torch.stack([target[0], pred[1]])
+    assert weighted_mse(pred_mild_fixed, target, "relative", floor) == pytest.approx(0.125, rel=1e-2)
+    assert weighted_mse(pred_mild_fixed, target, "none", 1e-3) > 0.99 * plain
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        weighted_mse(pred, target, "psnr", floor)

@@ -70,6 +70,14 @@ class ModelConfig(BaseModel):
     shift: float = Field(1.0, gt=0.0, description="Timestep shift: sigma' = shift·sigma / (1 + (shift-1)·sigma).")
     logit_mean: float = Field(0.0, description="Mean of the logit-normal sigma distribution in training.")
     logit_std: float = Field(1.0, gt=0.0, description="Std of the logit-normal sigma distribution in training.")
+    loss_weighting: Literal["none", "relative"] = Field(
+        "none",
+        description="'relative': each sample's loss is divided by its target's mean square (the identity's loss on "
+        "the bridge), so a mild degradation counts as much as a severe one, as in mean PSNR; 'none': plain MSE.",
+    )
+    loss_floor: float = Field(
+        1e-3, gt=0.0, description="'relative' weighting: added to the target's mean square, so near-identical pairs stay bounded."
+    )
     prompt_dropout: float = Field(
         0.1, ge=0.0, le=1.0, description="Share of training samples given the empty prompt, so guidance has an unconditional branch."
     )

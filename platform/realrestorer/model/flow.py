@@ -51,5 +51,20 @@ def velocity_target(clean: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     return src - clean
 
 
+def weighted_mse(pred_BLC: torch.Tensor, target_BLC: torch.Tensor, weighting: str, floor: float) -> torch.Tensor:
+    """The batch loss: plain MSE, or ('relative') each sample's MSE over its target's mean square plus `floor`.
+
+    On the bridge the target's mean square is the loss of predicting nothing (the identity), so 'relative'
+    scores each sample by how much of its degradation is undone, as mean PSNR does, instead of letting
+    severe samples dominate the gradient.
+    """
+    per_sample = (pred_BLC - target_BLC).pow(2).flatten(1).mean(1)
+    if weighting == "none":
+        return per_sample.mean()
+    if weighting == "relative":
+        return (per_sample / (target_BLC.detach().pow(2).flatten(1).mean(1) + floor)).mean()
+    raise ValueError(f"unknown loss weighting {weighting!r}; choose 'none' or 'relative'")
+
+
 def euler_step(x: torch.Tensor, velocity: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
     return x + (sigma_next - sigma) * velocity

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from realrestorer.model import flow
@@ -108,7 +107,7 @@ class Restorer(nn.Module):
         target = pack(flow.velocity_target(x0, src))
         rows, cols = x0.shape[-2] // 2, x0.shape[-1] // 2
         v = predict_velocity(self.dit, pack(x_t), pack(y), rows, cols, hidden, pooled, sigma)
-        return F.mse_loss(v, target)
+        return flow.weighted_mse(v, target, self.cfg.loss_weighting, self.cfg.loss_floor)
 
     @torch.no_grad()
     def restore(
