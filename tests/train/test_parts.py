@@ -10,7 +10,7 @@ from realrestorer.config import load_config
 from realrestorer.data.config import MixingConfig
 from realrestorer.data.mixing import MixingReader
 from realrestorer.data.shards import encode_image
-from realrestorer.train.batches import PairCollate, decode_pairs, mixed_micro_batches, step_seed
+from realrestorer.train.batches import PairCollate, augment_pairs, decode_pairs, mixed_micro_batches, step_seed
 from realrestorer.train.ema import EMA
 from realrestorer.train.throughput import dit_step_cost, rates
 from realrestorer.train.validate import image_scores, per_group, sample_grid
@@ -60,6 +60,38 @@ class _RecordingReader(MixingReader):
         batch = super().__next__()
         self.seen.append((batch["step"], batch["synthetic_ratio"]))
         return batch
+
+
+def test_augmentation_turns_both_images_of_a_pair_alike():
+    clean = torch.rand(64, 3, 8, 8)
+    degraded = 1.0 - clean.roll(1, dims=-1)  # a pixelwise-plus-shift relation the same turn must keep
+
+    def views(mode, images=(clean, degraded), seed=0):
+        c, d = augment_pairs(*images, mode, torch.Generator().manual_seed(seed))
+        return c, d
+
+    for mode, expected in (("hflip", 2), ("dihedral", 8)):
+        c, d = views(mode)
+        seen = set()
+        for i in range(len(c)):
+            # Which flip/turn made this clean image; degraded must be the same flip/turn of its original.
+            index = next(k for k, view in enumerate(_dihedral(clean[i])) if torch.equal(view, c[i]))
+            assert torch.equal(_dihedral(degraded[i])[index], d[i])
+            seen.add(index)
+        assert len(seen) == expected
+        assert torch.equal(views(mode)[0], c) and not torch.equal(views(mode, seed=1)[0], c)  # seeded
+    # Non-square pairs keep their shape (flips only); 'none' is the identity; a typo is refused.
+    wide = torch.rand(16, 3, 4, 8)
+    assert augment_pairs(wide, wide, "dihedral", torch.Generator())[0].shape == wide.shape
+    assert augment_pairs(clean, degraded, "none", torch.Generator())[0] is clean
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment_pairs(clean, degraded, "rotate", torch.Generator())
+
+
+def _dihedral(image: torch.Tensor) -> list[torch.Tensor]:
+    """The eight flips and quarter turns of a C×H×W image."""
+    turns = [image.rot90(k, (-2, -1)) for k in range(4)]
+    return turns + [t.flip(-1) for t in turns]
 
 
 def test_a_resumed_stage2_stream_picks_up_the_mixing_schedule_at_its_step():

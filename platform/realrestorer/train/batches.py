@@ -71,6 +71,29 @@ def micro_batches(shard, micro_batch_size: int, shuffle_buffer: int, seed: int, 
         epoch, position = epoch + 1, 0
 
 
+def augment_pairs(clean: torch.Tensor, degraded: torch.Tensor, mode: str,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip or turn for each B×3×H×W pair's clean and degraded image.
+
+    'hflip' mirrors about half the pairs left-right; 'dihedral' draws one of the eight flips and quarter
+    turns per pair (square batches; others get the four flips); 'none' returns the batch as it is.
+    """
+    if mode == "none":
+        return clean, degraded
+    if mode not in ("hflip", "dihedral"):
+        raise ValueError(f"unknown augmentation {mode!r}; choose 'none', 'hflip' or 'dihedral'")
+    # Bit 0: mirror left-right, bit 1: upside down, bit 2: transpose (a quarter turn with the flips).
+    draws = torch.randint(0, 8, (clean.shape[0],), generator=generator)
+    draws &= 1 if mode == "hflip" else (7 if clean.shape[-1] == clean.shape[-2] else 3)
+    pairs = []
+    for c, d, draw in zip(clean, degraded, draws.tolist()):
+        for bit, turn in ((1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2)), (4, lambda t: t.transpose(-1, -2))):
+            if draw & bit:
+                c, d = turn(c), turn(d)
+        pairs.append((c, d))
+    return torch.stack([c for c, _ in pairs]), torch.stack([d for _, d in pairs])
+
+
 def step_seed(seed: int, step: int, micro_index: int) -> int:
     """The seed of one micro-batch's noise, sigmas and prompt dropout.
 

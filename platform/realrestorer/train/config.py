@@ -42,6 +42,12 @@ class StageConfig(BaseModel):
     )
 
     # Optimizer and schedule.
+    augment: Literal["none", "hflip", "dihedral"] = Field(
+        "hflip",
+        description="Random geometry applied alike to both images of a training pair: 'hflip' mirrors left-right, "
+        "'dihedral' also flips upside down and turns square pairs by quarter turns (8x the views of each crop: "
+        "a small source set then generalizes to unseen photos), 'none' leaves pairs as stored.",
+    )
     lr: float = Field(1e-4, gt=0.0, description="Peak learning rate.")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="'constant' after warmup (stage 1) or 'cosine' decay to min_lr_ratio·lr (stage 2)."

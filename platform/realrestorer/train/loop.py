@@ -34,7 +34,7 @@ from realrestorer.config import PipelineConfig
 from realrestorer.model.restorer import build_restorer, load_dit
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
-from realrestorer.train.batches import RankRows, micro_batches, mixed_micro_batches, step_seed
+from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, step_seed
 from realrestorer.train.deepspeed import deepspeed_config
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
@@ -190,7 +190,8 @@ def train_loop(config: dict[str, Any]) -> None:
         for micro in range(num_accum):
             state["epoch"], state["position"], batch = next(stream)
             generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank * num_accum + micro))
-            loss = engine(batch["clean"].to(device), batch["degraded"].to(device), batch["prompts"], generator=generator)
+            clean, degraded = augment_pairs(batch["clean"], batch["degraded"], stage.augment, generator)
+            loss = engine(clean.to(device), degraded.to(device), batch["prompts"], generator=generator)
             engine.backward(loss)
             engine.step()
             # Kept on the device: reading the loss every micro-step would stall the GPU queue.
