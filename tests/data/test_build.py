@@ -69,12 +69,21 @@ def test_the_crop_cap_cuts_sources_across_shards_without_changing_the_pairs(buil
     assert [(s["split"], s["index"], [(i["source"], *i["crops"]) for i in s["items"]]) for s in plan] == [
         ("train", 0, [("a", 0, 4)]), ("train", 1, [("a", 4, 5), ("b", 0, 3)]), ("train", 2, [("b", 3, 5)]),
         ("train", 3, [("c", 0, 4)]), ("train", 4, [("c", 4, 5)]), ("val", 0, [("d", 0, 4)]), ("val", 1, [("d", 4, 5)])]
-    # On the builder: one crop per shard gives the very pairs and counts of the default plan.
+    # On the builder, in a copy of a finished build: one crop per shard rebuilds every shard (their markers name
+    # other items) and gives the very pairs and counts of the default plan.
+    import shutil
+
     output, summary = built
+    by_id = lambda rows: sorted(rows, key=lambda r: r["id"])  # noqa: E731
+    shutil.copytree(output, tmp_path / "cut")
     cut = build(tmp_path / "cut", "data.max_crops_per_shard=1")
-    assert cut["shards"]["total"] > summary["shards"]["total"]
-    assert sorted(rows_of(tmp_path / "cut"), key=lambda r: r["id"]) == sorted(rows_of(output), key=lambda r: r["id"])
+    assert cut["shards"]["total"] == cut["shards"]["built"] > summary["shards"]["total"]
+    assert by_id(rows_of(tmp_path / "cut")) == by_id(rows_of(output))
     assert cut["counts"] == summary["counts"] and cut["rejections"] == summary["rejections"]
+    # Back to the default plan in the same folder: the shards it does not name are removed, none is read twice.
+    again = build(tmp_path / "cut")
+    assert again["shards"]["removed"] == cut["shards"]["total"] - summary["shards"]["total"]
+    assert by_id(rows_of(tmp_path / "cut")) == by_id(rows_of(output))
 
 
 def test_each_degraded_pair_reproduces_from_its_params(built):
@@ -109,7 +118,7 @@ def test_resume_builds_only_the_missing_shards(built, tmp_path):
     done[1].unlink()
     (output / lost).unlink()
     summary = build(output)
-    assert summary["shards"] == {"total": len(done), "built": 2, "skipped": len(done) - 2}
+    assert summary["shards"] == {"total": len(done), "built": 2, "skipped": len(done) - 2, "removed": 0}
     assert rows_of(output) == rows_of(built[0])
     assert build(output)["shards"]["built"] == 0
 

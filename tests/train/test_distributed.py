@@ -66,12 +66,20 @@ def test_consolidated_model_serves_the_trained_weights(one_and_two_workers, unif
     from realrestorer.model import load_restorer
     from realrestorer.train import validate
 
+    from safetensors.torch import load_file
+
+    from realrestorer.train.loop import EMA_FILE
+
     _, two = one_and_two_workers
     served = load_restorer(two["model_uri"])
     trained = _module_states(two["checkpoint"])
     served_state = served.dit.state_dict()
     assert set(served_state) == set(trained)
-    assert all(torch.equal(served_state[k], trained[k]) for k in trained)
+    # The tiny preset's stage 1 keeps an EMA of the weights: the average is what validates and what ships.
+    shipped = {k: v.float() for k, v in load_file(str(Path(two["checkpoint"]) / EMA_FILE)).items()}
+    assert shipped and all(torch.equal(served_state[k], shipped[k]) for k in shipped)
+    assert any(not torch.equal(shipped[k], trained[k]) for k in shipped)  # the average, not the last step's weights
+    assert all(torch.equal(served_state[k], trained[k]) for k in set(trained) - set(shipped))
     assert any(v.abs().sum() > 0 for k, v in served_state.items() if k.startswith("proj_out"))
 
     card = json.loads((Path(two["model_uri"]) / "model_card.json").read_text())
@@ -89,7 +97,8 @@ def test_consolidated_model_serves_the_trained_weights(one_and_two_workers, unif
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_dataset, tmp_path, monkeypatch):
     from realrestorer.train.loop import FAIL_AT_STEP_ENV
 
-    steps = ("train.stage1.steps=5", "train.stage1.checkpoint_every=2", "train.stage1.num_workers=2", "train.stage1.zero_stage=2")
+    steps = ("train.stage1.steps=5", "train.stage1.checkpoint_every=2", "train.stage1.num_workers=2", "train.stage1.zero_stage=2",
+             "train.stage1.ema_decay=null")
     monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
     with pytest.raises(Exception, match="(?i)fail|died|exit"):
         _run(tmp_path, pair_dataset, "killed", *steps)
@@ -103,4 +112,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_data
     assert state["starts"] == [0, 2]
     # 36 pairs / 2 workers = 18 per worker = 9 micro-batches of 2 per epoch; 5 steps took 5 of them.
     assert (state["epoch"], state["position"]) == (0, 5)
-    assert (tmp_path / "models" / "killed" / "dit" / "diffusion_pytorch_model.safetensors").exists()
+    # Without EMA the served weights are the trained ones, gathered from the ZeRO-2 partitions.
+    from realrestorer.model import load_restorer
+
+    served = load_restorer(result["model_uri"]).dit.state_dict()
+    trained = _module_states(result["checkpoint"])
+    assert set(served) == set(trained) and all(torch.equal(served[k], trained[k]) for k in trained)

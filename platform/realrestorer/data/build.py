@@ -150,6 +150,25 @@ def _collect(output: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     return [json.loads(fs.cat_file(p)) for p in sorted(fs.glob(f"{path}/*.json"))]
 
 
+def _remove_unplanned(output: str, cfg: PipelineConfig, plan: list[dict[str, Any]]) -> int:
+    """Delete the shard files (and their markers) that `plan` does not name; return how many there were."""
+    planned = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in plan}
+    fs, _ = storage.filesystem(output, cfg.storage)
+    removed = 0
+    for uri in shards.shard_uris(output, storage_cfg=cfg.storage):
+        split, file = uri.rstrip("/").split("/")[-2:]
+        if f"{split}/{file}" in planned:
+            continue
+        marker = storage.join(output, "_done", f"{split}-{file.removesuffix('.parquet')}.json")
+        for stale in (marker, uri):
+            if storage.exists(stale, cfg.storage):
+                fs.rm(storage.filesystem(stale, cfg.storage)[1])
+        removed += 1
+    if removed:
+        log.warning("removed %d shard(s) under %s that the current config does not plan", removed, output)
+    return removed
+
+
 def _run_shards(cfg: PipelineConfig, output: str, pending: list[dict[str, Any]], num_workers: int) -> None:
     import ray.data
     from tqdm import tqdm
@@ -207,7 +226,12 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
     output = output_uri(cfg)
     num_workers = cfg.data.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     plan, scan_rejections, num_sources = _plan(cfg, num_workers)
-    pending = [s for s in plan if not storage.exists(done_uri(output, s["split"], s["kind"], s["index"]), cfg.storage)]
+    # A shard is complete when its marker names the very items this plan gives it; a marker left by another
+    # plan (another crop count or cap, older code) does not count, and shards this plan does not name go.
+    markers = {m["shard"]: m for m in _collect(output, cfg)}
+    pending = [s for s in plan
+               if markers.get(shards.shard_name(s["split"], s["kind"], s["index"]), {}).get("items") != s["items"]]
+    removed = _remove_unplanned(output, cfg, plan)
     _run_shards(cfg, output, pending, num_workers)
     seconds = time.perf_counter() - start
     planned = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in plan}
@@ -221,7 +245,7 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
         "num_pairs": sum(s["num_pairs"] for s in stats),
         "counts": counts,
         "rejections": rejections,
-        "shards": {"total": len(plan), "built": len(pending), "skipped": len(plan) - len(pending)},
+        "shards": {"total": len(plan), "built": len(pending), "skipped": len(plan) - len(pending), "removed": removed},
         "seconds": round(seconds, 3),
         "pairs_per_s": round(pairs_now / seconds, 3) if pending else None,
         "quality_metrics": {"used": [m for m in cfg.data.filters.quality_metrics if m not in unavailable],

@@ -209,6 +209,7 @@ class ShardBuilder:
             shards.write_table(shards.SCHEMA.empty_table(), target, self.cfg.storage)
         stats = {
             "shard": shards.shard_name(split, kind, index),
+            "items": shard["items"],  # what the shard holds: resume rebuilds it when the plan gives it others
             "num_pairs": len(rows),
             "counts": dict(Counter(f"{split}/{kind}/{row['task']}" for row in rows)),
             "rejections": dict(rejections),
