@@ -34,6 +34,12 @@ class StageConfig(BaseModel):
         description="Shard kinds read for training. 'synthetic' plus other kinds mixes them as `data.mixing` says "
         "(synthetic share and its schedule, web-style augmentation of inputs).",
     )
+    augment: Literal["none", "hflip", "dihedral"] = Field(
+        "hflip",
+        description="Random geometry applied alike to both images of a training pair: 'hflip' mirrors left-right; "
+        "'dihedral' also flips upside down and turns square pairs by quarter turns, for data without an up "
+        "(on the built-in set it did worse than hflip: rain and reflections have one); 'none' keeps pairs as stored.",
+    )
     shuffle_buffer: int = Field(256, ge=0, description="Rows in each worker's local shuffle buffer; 0 = stream order.")
     cache_mb: int = Field(
         1024, ge=0,
@@ -42,12 +48,6 @@ class StageConfig(BaseModel):
     )
 
     # Optimizer and schedule.
-    augment: Literal["none", "hflip", "dihedral"] = Field(
-        "hflip",
-        description="Random geometry applied alike to both images of a training pair: 'hflip' mirrors left-right, "
-        "'dihedral' also flips upside down and turns square pairs by quarter turns (8x the views of each crop: "
-        "a small source set then generalizes to unseen photos), 'none' leaves pairs as stored.",
-    )
     lr: float = Field(1e-4, gt=0.0, description="Peak learning rate.")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="'constant' after warmup (stage 1) or 'cosine' decay to min_lr_ratio·lr (stage 2)."
