@@ -66,9 +66,8 @@ def test_augmentation_turns_both_images_of_a_pair_alike():
     clean = torch.rand(64, 3, 8, 8)
     degraded = 1.0 - clean.roll(1, dims=-1)  # a pixelwise-plus-shift relation the same turn must keep
 
-    def views(mode, images=(clean, degraded), seed=0):
-        c, d = augment_pairs(*images, mode, torch.Generator().manual_seed(seed))
-        return c, d
+    def views(mode, seed=0):
+        return augment_pairs(clean, degraded, mode, torch.Generator().manual_seed(seed))
 
     for mode, expected in (("hflip", 2), ("dihedral", 8)):
         c, d = views(mode)

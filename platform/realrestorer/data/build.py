@@ -159,8 +159,8 @@ def _remove_unplanned(output: str, cfg: PipelineConfig, plan: list[dict[str, Any
         split, file = uri.rstrip("/").split("/")[-2:]
         if f"{split}/{file}" in planned:
             continue
-        marker = storage.join(output, "_done", f"{split}-{file.removesuffix('.parquet')}.json")
-        for stale in (marker, uri):
+        kind, index = file.removesuffix(".parquet").rsplit("-", 1)
+        for stale in (done_uri(output, split, kind, int(index)), uri):
             if storage.exists(stale, cfg.storage):
                 fs.rm(storage.filesystem(stale, cfg.storage)[1])
         removed += 1

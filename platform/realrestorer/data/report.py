@@ -37,7 +37,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     rate = summary["pairs_per_s"]
     lines.append(f"pairs: {summary['num_pairs']} in {summary['seconds']:.1f} s"
                  + (f" ({rate:.2f} pairs/s)" if rate is not None else " (all shards were already complete)"))
-    removed = summary["shards"].get("removed", 0)
+    removed = summary["shards"]["removed"]
     lines.append(f"shards: {summary['shards']['built']} built, {summary['shards']['skipped']} already complete"
                  + (f", {removed} left by another plan removed" if removed else ""))
     lines.append(format_vlm_check(summary["vlm_check"]))
