@@ -39,6 +39,7 @@ def _config(size: int, crops: int, output: str, workers: int, quality: list[str]
 
     return load_config("tiny", [
         f"data.resolution={size}", f"data.crops_per_image={crops}", "data.images_per_shard=1",
+        "data.resize_short_side=null", "data.crop_scale_max=1",  # crops at one scale, on sources 2 × size
         "data.build_proxy=false", f"data.output={output}", f"data.num_workers={workers}",
         f"data.filters.quality_metrics={json.dumps(quality)}", "data.splits={train: 1.0}",
     ])

@@ -95,6 +95,31 @@ def test_each_degraded_pair_reproduces_from_its_params(built):
         np.testing.assert_array_equal(apply(row["task"], clean, json.loads(row["params"])), decode_image(row["degraded"]))
 
 
+def test_multi_scale_crops_are_their_recorded_windows_resized(ray_session, tmp_path):
+    from realrestorer.data.sources import random_crop, resize_short_side
+
+    summary = build(tmp_path / "ms", "data.crops_per_image=6", "data.build_proxy=false", "data.resize_short_side=256",
+                    "data.crop_scale_max=3")
+    rows = rows_of(tmp_path / "ms")
+    assert summary["num_pairs"] == len(rows) > 20
+    windows = [row["crop"][2] for row in rows]
+    assert min(windows) >= 64 and max(windows) <= 192 and len(set(windows)) > len(windows) // 2
+    data = load_config("tiny", ["data.resize_short_side=256"]).data
+    sources = {}
+    for row in rows[:8]:
+        if row["source_uri"] not in sources:
+            sources[row["source_uri"]] = resize_short_side(load_image(row["source_uri"], data)[0], 256)
+        x, y, w, h = row["crop"]
+        assert w == h and (row["width"], row["height"]) == (64, 64)
+        expected = cv2.resize(sources[row["source_uri"]][y:y + h, x:x + w], (64, 64), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(decode_image(row["clean"]), expected)
+    # Scale 1 draws nothing extra: the windows (and so every pair) of a build without multi-scale crops stay as they were.
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    assert random_crop((256, 300, 3), 64, rng_a) == random_crop((256, 300, 3), 64, rng_b, 1.0)
+    assert rng_a.random() == rng_b.random()
+    assert random_crop((70, 300, 3), 64, np.random.default_rng(0), 8.0)[2] <= 70  # capped by the image
+
+
 def test_splits_are_disjoint_by_source(built):
     sources: dict[str, set[str]] = {}
     for row in rows_of(built[0]):

@@ -176,7 +176,8 @@ def test_quality_filter_drops_a_noisy_source_and_records_its_score(tmp_path, pho
     noisy = np.clip(photo + rng.normal(0, sigma, photo.shape), 0, 255).astype(np.uint8)
     for name, image in (("clean.png", photo), ("noisy.png", noisy)):
         cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    cfg = load_config("tiny", [f"data.output={tmp_path / 'out'}", "data.crops_per_image=3", "data.build_proxy=false", "data.resize_short_side=256",
+    cfg = load_config("tiny", [f"data.output={tmp_path / 'out'}", "data.crops_per_image=3", "data.build_proxy=false",
+                               "data.resize_short_side=256", "data.crop_scale_max=1",
                                f"data.resolution={resolution}", f"data.filters.quality_scope={scope}"])
     scorer = filters.QualityScorer(cfg.data.filters)
     images = {n: resize_short_side(cv2.cvtColor(cv2.imread(str(tmp_path / n)), cv2.COLOR_BGR2RGB), cfg.data.short_side)

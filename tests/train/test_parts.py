@@ -170,6 +170,7 @@ def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, 
 
     from ray.data.dataset import MaterializedDataset
     from realrestorer.train.config import StageConfig
+    from realrestorer.data.shards import read_shards
     from realrestorer.train.stages import decoded_mb, training_datasets
 
     from tests.train.conftest import SIDE, micro_config
@@ -191,3 +192,10 @@ def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, 
     # Same pairs either way.
     key = lambda row: row["clean"].tobytes()
     assert [key(r) for r in sorted(cached.take_all(), key=key)] == [key(r) for r in sorted(streamed.take_all(), key=key)]
+    # The file groups the rows by task (four of each in turn); the cached set is shuffled row by row, the same
+    # way every time, so a batch does not see one or two tasks (in real shards: one or two source images).
+    file_order = [row["task"] for row in read_shards(str(root), split="train").take_all()]
+    order = [row["task"] for row in cached.take_all()]
+    assert file_order[:8] == ["blur"] * 4 + ["compression"] * 4
+    assert sorted(order) == sorted(file_order) and len(set(order[:8])) >= 5
+    assert order == [row["task"] for row in training_datasets(cfg, stage)["train"].take_all()]

@@ -139,6 +139,11 @@ class DataConfig(BaseModel):
     resize_short_side: int | None = Field(
         None, description="Images whose short side exceeds this are first resized to it (aspect kept); None = 2 × resolution."
     )
+    crop_scale_max: float = Field(
+        1.0, ge=1.0,
+        description="Multi-scale crops: each crop's window is resolution × s pixels, s log-uniform in [1, this], "
+        "then resized down to resolution; 1 cuts every crop at the image's own scale.",
+    )
     min_side: int | None = Field(None, description="Images with a shorter side are skipped as too small; None = resolution.")
     max_pixels: int = Field(
         100_000_000, ge=1, description="Images whose header claims more pixels are skipped unread (decompression bombs)."

@@ -152,14 +152,30 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def random_crop(shape: tuple[int, ...], side: int, rng: np.random.Generator) -> list[int]:
-    """[x, y, w, h] of a random side×side window inside an image of `shape`."""
+def random_crop(shape: tuple[int, ...], side: int, rng: np.random.Generator, scale_max: float = 1.0) -> list[int]:
+    """[x, y, w, h] of a random square window inside an image of `shape`.
+
+    The window is `side` pixels, or with `scale_max` > 1 side × s for s log-uniform in [1, scale_max]
+    (capped by the image), to be resized down to `side`; with scale_max = 1 no scale is drawn.
+    """
     height, width = shape[:2]
     if min(height, width) < side:
         raise ValueError(f"image {width}×{height} is smaller than the {side}² crop")
-    x = int(rng.integers(0, width - side + 1))
-    y = int(rng.integers(0, height - side + 1))
-    return [x, y, side, side]
+    window = side
+    if scale_max > 1.0:
+        window = min(min(height, width), int(round(side * float(np.exp(rng.uniform(0.0, np.log(scale_max)))))))
+    x = int(rng.integers(0, width - window + 1))
+    y = int(rng.integers(0, height - window + 1))
+    return [x, y, window, window]
+
+
+def cut_crop(image: np.ndarray, crop: list[int], side: int) -> np.ndarray:
+    """The `crop` window [x, y, w, h] of `image`, resized (area-averaged) to side × side where it is larger."""
+    x, y, w, h = crop
+    window = np.ascontiguousarray(image[y:y + h, x:x + w])
+    if (w, h) == (side, side):
+        return window
+    return cv2.resize(window, (side, side), interpolation=cv2.INTER_AREA)
 
 
 def _unit_hash(source_uri: str, seed: int) -> float:
@@ -216,6 +232,7 @@ __all__ = [
     "list_files",
     "list_real",
     "load_image",
+    "cut_crop",
     "random_crop",
     "resize_short_side",
     "split_of",

@@ -19,7 +19,7 @@ from realrestorer.config import PipelineConfig
 from realrestorer.data import filters, shards
 from realrestorer.data.config import DataConfig
 from realrestorer.data.layers import ReflectionLayers, record_layer
-from realrestorer.data.sources import load_image, random_crop, resize_short_side
+from realrestorer.data.sources import cut_crop, load_image, random_crop, resize_short_side
 from realrestorer.data.teacher import Teacher, run_teacher
 from realrestorer.data.vlm import DegradationJudge, check_pairs
 from realrestorer.degrade import TASKS, degrade
@@ -123,8 +123,8 @@ class ShardBuilder:
         for crop_index in crops:
             seed = sample_seed(self.cfg.seed, kind, uri, crop_index)
             rng = np.random.default_rng(seed)
-            x, y, w, h = crop = random_crop(image.shape, self.data.resolution, rng)
-            clean = np.ascontiguousarray(image[y:y + h, x:x + w])
+            crop = random_crop(image.shape, self.data.resolution, rng, self.data.crop_scale_max)
+            clean = cut_crop(image, crop, self.data.resolution)
             quality = self._crop_quality(clean, source_quality, rejections)
             if quality is None:
                 continue
@@ -147,7 +147,7 @@ class ShardBuilder:
             if pair is not None:
                 rows.append({**pair, "id": shards.pair_id(seed, task), "split": split, "kind": kind, "task": task,
                              "prompt": prompt, "source_uri": uri, "crop": crop, "seed": seed, "params": params,
-                             "width": w, "height": h})
+                             "width": clean.shape[1], "height": clean.shape[0]})
         return rows
 
     def _real(self, item: dict[str, Any], crops: range, split: str, rejections: Counter) -> list[dict[str, Any]]:

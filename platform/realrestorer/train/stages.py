@@ -71,23 +71,33 @@ def decoded_mb(cfg: PipelineConfig, kinds: list[str]) -> float | None:
 def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
     """The stage's training pairs as Ray Datasets: `train` (decoded), or `synthetic` and `real` rows to mix.
 
-    A dataset small enough (`cache_mb`) is materialized once: every epoch then reads the object store
-    instead of restarting a read-and-decode pipeline, which costs seconds per epoch on small sets.
+    Shards hold the crops of a few source images each, so in file order a batch would see one or two
+    images at a time. A dataset small enough (`cache_mb`) is shuffled row by row (seeded) and materialized
+    once: every epoch then reads the object store instead of restarting a read-and-decode pipeline, which
+    costs seconds per epoch on small sets. A larger one streams its shards in a seeded random order, and
+    the workers' local shuffle buffers mix rows across them.
     """
     from realrestorer.data.shards import read_shards
 
     columns = ["clean", "degraded", "prompt", "task", "kind"]
     root = dataset_uri(cfg)
     size = decoded_mb(cfg, stage.kinds)
-    cache = (lambda ds: ds.materialize()) if size is not None and size <= stage.cache_mb else (lambda ds: ds)
+    cached = size is not None and size <= stage.cache_mb
+
+    def ordered(ds, decode: bool = False):
+        ds = ds.select_columns(columns)
+        ds = ds.random_shuffle(seed=cfg.seed) if cached else ds.randomize_block_order(seed=cfg.seed)
+        if decode:
+            ds = ds.map_batches(decode_pairs, batch_format="numpy")
+        return ds.materialize() if cached else ds
+
     if stage.mixes:
         others = [kind for kind in stage.kinds if kind != "synthetic"]
         return {
-            "synthetic": cache(read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage).select_columns(columns)),
-            "real": cache(read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage).select_columns(columns)),
+            "synthetic": ordered(read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage)),
+            "real": ordered(read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage)),
         }
-    ds = read_shards(root, split="train", kinds=stage.kinds, storage_cfg=cfg.storage)
-    return {"train": cache(ds.select_columns(columns).map_batches(decode_pairs, batch_format="numpy"))}
+    return {"train": ordered(read_shards(root, split="train", kinds=stage.kinds, storage_cfg=cfg.storage), decode=True)}
 
 
 def _storage_args(cfg: PipelineConfig) -> dict[str, Any]:
