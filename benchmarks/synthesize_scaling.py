@@ -49,6 +49,7 @@ def _engine(cfg) -> tuple[float, int]:
     """pairs/s of the bare engine (process CPU time) on the builder's crops."""
     import numpy as np
     from realrestorer.data.sources import (
+        cut_crop,
         list_clean,
         load_image,
         random_crop,
@@ -65,8 +66,8 @@ def _engine(cfg) -> tuple[float, int]:
         image = resize_short_side(image, cfg.data.short_side)
         for index in range(cfg.data.crops_per_image):
             rng = np.random.default_rng(sample_seed(cfg.seed, "synthetic", uri, index))
-            x, y, w, h = random_crop(image.shape, cfg.data.resolution, rng)
-            crops.append((np.ascontiguousarray(image[y:y + h, x:x + w]), rng))
+            crop = random_crop(image.shape, cfg.data.resolution, rng, cfg.data.crop_scale_max)
+            crops.append((cut_crop(image, crop, cfg.data.resolution), rng))
     start = time.process_time()
     for clean, rng in crops:
         degrade(sample_task(rng, cfg.data), clean, rng, float(rng.uniform(0.0, 1.0)))

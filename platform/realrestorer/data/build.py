@@ -150,9 +150,12 @@ def _collect(output: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     return [json.loads(fs.cat_file(p)) for p in sorted(fs.glob(f"{path}/*.json"))]
 
 
-def _remove_unplanned(output: str, cfg: PipelineConfig, plan: list[dict[str, Any]]) -> int:
-    """Delete the shard files (and their markers) that `plan` does not name; return how many there were."""
-    planned = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in plan}
+def _name(shard: dict[str, Any]) -> str:
+    return shards.shard_name(shard["split"], shard["kind"], shard["index"])
+
+
+def _remove_unplanned(output: str, cfg: PipelineConfig, planned: set[str]) -> int:
+    """Delete the shard files (and their markers) not among the `planned` names; return how many there were."""
     fs, _ = storage.filesystem(output, cfg.storage)
     removed = 0
     for uri in shards.shard_uris(output, storage_cfg=cfg.storage):
@@ -228,16 +231,15 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
     plan, scan_rejections, num_sources = _plan(cfg, num_workers)
     # A shard is complete when its marker names the very items this plan gives it; a marker left by another
     # plan (another crop count or cap, older code) does not count, and shards this plan does not name go.
+    planned = {_name(s) for s in plan}
     markers = {m["shard"]: m for m in _collect(output, cfg)}
-    pending = [s for s in plan
-               if markers.get(shards.shard_name(s["split"], s["kind"], s["index"]), {}).get("items") != s["items"]]
-    removed = _remove_unplanned(output, cfg, plan)
+    pending = [s for s in plan if markers.get(_name(s), {}).get("items") != s["items"]]
+    removed = _remove_unplanned(output, cfg, planned)
     _run_shards(cfg, output, pending, num_workers)
     seconds = time.perf_counter() - start
-    planned = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in plan}
     stats = [s for s in _collect(output, cfg) if s["shard"] in planned]
     counts, rejections, unavailable = _aggregate(stats, scan_rejections)
-    built_now = {shards.shard_name(s["split"], s["kind"], s["index"]) for s in pending}
+    built_now = {_name(s) for s in pending}
     pairs_now = sum(s["num_pairs"] for s in stats if s["shard"] in built_now)
     summary = {
         "output": output,

@@ -172,9 +172,9 @@ def random_crop(shape: tuple[int, ...], side: int, rng: np.random.Generator, sca
 def cut_crop(image: np.ndarray, crop: list[int], side: int) -> np.ndarray:
     """The `crop` window [x, y, w, h] of `image`, resized (area-averaged) to side × side where it is larger."""
     x, y, w, h = crop
-    window = np.ascontiguousarray(image[y:y + h, x:x + w])
+    window = image[y:y + h, x:x + w]
     if (w, h) == (side, side):
-        return window
+        return np.ascontiguousarray(window)
     return cv2.resize(window, (side, side), interpolation=cv2.INTER_AREA)
 
 

@@ -85,13 +85,11 @@ def augment_pairs(clean: torch.Tensor, degraded: torch.Tensor, mode: str,
     # Bit 0: mirror left-right, bit 1: upside down, bit 2: transpose (a quarter turn with the flips).
     draws = torch.randint(0, 8, (clean.shape[0],), generator=generator)
     draws &= 1 if mode == "hflip" else (7 if clean.shape[-1] == clean.shape[-2] else 3)
-    pairs = []
-    for c, d, draw in zip(clean, degraded, draws.tolist()):
-        for bit, turn in ((1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2)), (4, lambda t: t.transpose(-1, -2))):
-            if draw & bit:
-                c, d = turn(c), turn(d)
-        pairs.append((c, d))
-    return torch.stack([c for c, _ in pairs]), torch.stack([d for _, d in pairs])
+    for bit, turn in ((1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2)), (4, lambda t: t.transpose(-1, -2))):
+        chosen = (draws & bit).bool().view(-1, 1, 1, 1)
+        if chosen.any():
+            clean, degraded = torch.where(chosen, turn(clean), clean), torch.where(chosen, turn(degraded), degraded)
+    return clean, degraded
 
 
 def step_seed(seed: int, step: int, micro_index: int) -> int:
