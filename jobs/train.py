@@ -18,20 +18,30 @@ from realrestorer.train.config import STAGES
 
 
 def _summary(result: dict) -> str:
+    from realrestorer.degrade import TASKS
+
     metrics = result["metrics"]
     lines = [
         f"stage {result['stage']} · run {result['run_name']} · {result['steps']} steps in {result['seconds']:.0f} s",
         f"model     {result['model_uri']}",
         f"loss      {metrics.get('loss', float('nan')):.4f}   samples/s {metrics.get('samples_per_s', float('nan')):.1f}"
         + (f"   MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""),
-        f"{'group':<22}{'identity PSNR':>14}{'PSNR':>8}{'SSIM':>8}",
+        f"{'group':<22}{'identity PSNR':>14}{'PSNR':>8}{'Δ dB':>8}{'SSIM':>8}",
     ]
     groups = sorted({k.split("/")[1] for k in metrics if k.startswith("val/")}, key=lambda g: (g == "mean", g))
+    won = []
     for group in groups:
-        base = metrics.get(f"identity/{group}/psnr", float("nan"))
-        lines.append(f"{group:<22}{base:>14.2f}{metrics[f'val/{group}/psnr']:>8.2f}{metrics[f'val/{group}/ssim']:>8.3f}")
-    beaten = sum(metrics[f"val/{g}/psnr"] > metrics.get(f"identity/{g}/psnr", float("inf")) for g in groups if g != "mean")
-    lines.append(f"beats the identity baseline on {beaten} of {len(groups) - 1} groups")
+        base, psnr = metrics.get(f"identity/{group}/psnr", float("nan")), metrics[f"val/{group}/psnr"]
+        lines.append(f"{group:<22}{base:>14.2f}{psnr:>8.2f}{psnr - base:>+8.2f}{metrics[f'val/{group}/ssim']:>8.3f}")
+        if group != "mean" and psnr > base:
+            won.append(group)
+    parts = []
+    for label, members in (("tasks", [g for g in groups if g in TASKS]),
+                           ("other groups", [g for g in groups if g not in TASKS and g != "mean"])):
+        if members:
+            names = [g for g in members if g in won]
+            parts.append(f"{len(names)} of {len(members)} {label} ({', '.join(names) or 'none'})")
+    lines.append("beats the identity baseline on " + " and ".join(parts))
     return "\n".join(lines)
 
 

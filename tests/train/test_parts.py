@@ -164,6 +164,36 @@ def test_validation_scores_and_grid():
     assert grid.shape == (32, 48, 3) and grid.dtype == np.uint8
 
 
+def test_validation_pairs_pool_held_out_splits_and_take_each_source_in_turn(ray_session, tmp_path):
+    from realrestorer.data.shards import decode_image, write_pairs
+    from realrestorer.train.validate import load_val_set
+
+    def pair(split: str, source: str, task: str, index: int) -> dict:
+        # The clean image's value names its source and its place in the source's rows.
+        value = 10 * "ABC".index(source) + index
+        clean = np.full((8, 8, 3), value, np.uint8)
+        return {"split": split, "kind": "synthetic", "task": task, "clean": clean, "degraded": clean + 100,
+                "source_uri": f"mem://{source}", "id": f"{source}{task}{index}", "params": {}}
+
+    rows = [pair("val", "A", "blur", i) for i in range(5)] + [pair("test", "B", "blur", i) for i in range(5)]
+    rows += [pair("test", "C", "blur", 0), pair("test", "B", "noise", 7)]
+    # Stored out of order, two rows a shard: the choice must not depend on the order the shards are read in.
+    order = np.random.default_rng(0).permutation(len(rows))
+    for start in range(0, len(rows), 2):
+        write_pairs([rows[i] for i in order[start:start + 2]], str(tmp_path), index=start)
+    names = lambda val, group: [
+        ("ABC"[v // 10], v % 10) for g, b in zip(val["group"], val["clean"]) if g == group for v in [int(decode_image(b)[0, 0, 0])]
+    ]
+    pooled = load_val_set(str(tmp_path), ["synthetic"], 4, split=["val", "test"])
+    # One pair from each source in turn, not the first four of whichever source is listed first.
+    assert names(pooled, "blur") == [("A", 0), ("B", 0), ("C", 0), ("A", 1)]
+    assert names(pooled, "noise") == [("B", 7)]
+    only_val = load_val_set(str(tmp_path), ["synthetic"], 4, split="val")
+    assert names(only_val, "blur") == [("A", i) for i in range(4)] and set(only_val["group"]) == {"blur"}
+    with pytest.raises(ValueError, match="split must be one or more of"):
+        load_val_set(str(tmp_path), ["synthetic"], 4, split=["val", "holdout"])
+
+
 def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, pair_dataset, tmp_path):
     import json
     import shutil

@@ -171,12 +171,12 @@ def write_pairs(
     return written
 
 
-def shard_uris(root_uri: str, split: str | None = None, kinds: Iterable[str] | None = None,
+def shard_uris(root_uri: str, split: str | Iterable[str] | None = None, kinds: Iterable[str] | None = None,
                storage_cfg: storage.StorageConfig | None = None) -> list[str]:
-    """The shard files of a dataset folder, sorted, optionally of one split and some kinds."""
-    splits = SPLITS if split is None else (split,)
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    """The shard files of a dataset folder, sorted, optionally of some splits and some kinds."""
+    splits = SPLITS if split is None else ((split,) if isinstance(split, str) else tuple(split))
+    if not splits or set(splits) - set(SPLITS):
+        raise ValueError(f"split must be one or more of {SPLITS}, got {split!r}")
     kinds = tuple(KINDS if kinds is None else kinds)
     bad = sorted(set(kinds) - set(KINDS))
     if bad:
@@ -189,9 +189,9 @@ def shard_uris(root_uri: str, split: str | None = None, kinds: Iterable[str] | N
     return sorted(storage.with_protocol(fs, p) for p in found)
 
 
-def read_shards(root_uri: str, split: str | None = None, kinds: Iterable[str] | None = None,
+def read_shards(root_uri: str, split: str | Iterable[str] | None = None, kinds: Iterable[str] | None = None,
                 storage_cfg: storage.StorageConfig | None = None):
-    """The pairs of a dataset folder as a `ray.data.Dataset` (optionally one split, some kinds)."""
+    """The pairs of a dataset folder as a `ray.data.Dataset` (optionally some splits, some kinds)."""
     import pyarrow.fs as pafs
     import ray.data
 

@@ -75,7 +75,11 @@ class StageConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Steps between metric logs.")
     val_every: int = Field(0, ge=0, description="Steps between validations; 0 = only at the end.")
     num_val_per_task: int = Field(4, ge=1, description="Held-out pairs per task used for validation PSNR/SSIM.")
-    val_split: Literal["val", "test"] = Field("val", description="Held-out split the validation pairs come from.")
+    val_split: Literal["val", "test"] | list[Literal["val", "test"]] = Field(
+        "val",
+        description="Held-out split(s) the validation pairs come from; a list pools them (for datasets with "
+        "few held-out source images, such as the built-in set).",
+    )
     val_num_steps: int | None = Field(None, ge=1, description="Sampler steps in validation; None = model.num_steps.")
     max_failures: int = Field(1, ge=0, description="Worker-group restarts from the latest checkpoint before the run fails.")
     run_name: str | None = Field(

@@ -18,21 +18,35 @@ def group_name(kind: str, task: str) -> str:
 
 
 def load_val_set(root_uri: str, kinds: list[str], num_per_task: int, storage_cfg=None,
-                 split: str = "val") -> dict[str, list[Any]]:
-    """The first `num_per_task` held-out pairs of each (kind, task), as encoded bytes (small to ship to workers)."""
+                 split: str | list[str] = "val") -> dict[str, list[Any]]:
+    """Up to `num_per_task` held-out pairs of each (kind, task), as encoded bytes (small to ship to workers).
+
+    The pairs of a group are taken from its source images in turn (one from each, then a second from
+    each, ...), so a group's score does not rest on whichever photo its shards list first. The choice
+    depends on the pairs alone, not on the order Ray reads the shards in: per group the sources with the
+    smallest URIs (at most `num_per_task`), and per source the pairs with the smallest ids.
+    """
     ds = read_shards(root_uri, split=split, kinds=kinds, storage_cfg=storage_cfg)
-    ds = ds.select_columns(["kind", "task", "prompt", "clean", "degraded"])
-    picked: dict[str, list[Any]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
-        for kind, task, prompt, clean, degraded in zip(*(batch[k] for k in ("kind", "task", "prompt", "clean", "degraded"))):
-            group = group_name(str(kind), str(task))
-            if counts[group] < num_per_task:
-                counts[group] += 1
-                for key, value in (("group", group), ("prompt", str(prompt)), ("clean", bytes(clean)), ("degraded", bytes(degraded))):
-                    picked[key].append(value)
-    if not picked:
+    columns = ("kind", "task", "source_uri", "id", "prompt", "clean", "degraded")
+    held: dict[str, dict[str, list[tuple[str, str, bytes, bytes]]]] = defaultdict(dict)
+    for batch in ds.select_columns(list(columns)).iter_batches(batch_format="numpy", batch_size=256):
+        for kind, task, source, pair_id, prompt, clean, degraded in zip(*(batch[k] for k in columns)):
+            sources = held[group_name(str(kind), str(task))]
+            rows = sources.setdefault(str(source), [])
+            rows.append((str(pair_id), str(prompt), bytes(clean), bytes(degraded)))
+            rows.sort()
+            del rows[num_per_task:]
+            for extra in sorted(sources)[num_per_task:]:
+                del sources[extra]
+    if not held:
         raise ValueError(f"no {split} pairs of kinds {kinds} under {root_uri}")
+    picked: dict[str, list[Any]] = defaultdict(list)
+    for group, sources in sorted(held.items()):
+        queues = [sources[source] for source in sorted(sources)]
+        turns = (queue[i] for i in range(num_per_task) for queue in queues if i < len(queue))
+        for _, (_, prompt, clean, degraded) in zip(range(num_per_task), turns):
+            for key, value in (("group", group), ("prompt", prompt), ("clean", clean), ("degraded", degraded)):
+                picked[key].append(value)
     return dict(picked)
 
 
