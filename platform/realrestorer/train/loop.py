@@ -38,7 +38,7 @@ from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, m
 from realrestorer.train.deepspeed import deepspeed_config
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
-from realrestorer.train.throughput import StepCost, Stopwatch, peak_flops, rates
+from realrestorer.train.throughput import Stopwatch, dit_step_cost, peak_flops, rates
 
 FAIL_AT_STEP_ENV = "REALRESTORER_FAIL_AT_STEP"
 DEEPSPEED_TAG = "deepspeed"
@@ -150,7 +150,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
     fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0"))
     tracker = _Tracker(cfg.tracking.uri, config["mlflow_run_id"], rank)
-    cost = StepCost(**config["step_cost"])
+    # Counted here, where diffusers is already imported: in the driver the import alone takes seconds.
+    cost = dit_step_cost(cfg.model)
     peak = peak_flops(device)
     val = config["val"]
     val_clean, val_degraded = validate.decode_val_set(val)

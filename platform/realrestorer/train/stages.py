@@ -23,7 +23,6 @@ from realrestorer.config import PipelineConfig
 from realrestorer.train.batches import decode_pairs
 from realrestorer.train.config import STAGES, StageConfig
 from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
-from realrestorer.train.throughput import dit_step_cost
 from realrestorer.train.validate import load_val_set
 
 CARD_FORMAT = "realrestorer-model"
@@ -177,15 +176,13 @@ def consolidate(checkpoint, cfg_json: dict[str, Any], card: dict[str, Any], out_
 
 
 def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
-    """What every worker gets: the resolved config, init weights, validation pairs, step cost, MLflow run."""
+    """What every worker gets: the resolved config, init weights, validation pairs, MLflow run."""
     stage = cfg.train.stage(stage_name)
-    cost = dit_step_cost(cfg.model)
     return {
         "cfg": cfg.model_dump(mode="json"),
         "stage": stage_name,
         "init_dit": init_dit_uri(cfg, stage_name),
         "val": load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split),
-        "step_cost": {"flops_per_sample": cost.flops_per_sample, "tokens_per_sample": cost.tokens_per_sample},
         "mlflow_run_id": mlflow_run_id,
     }
 
