@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import Any
 
@@ -32,12 +33,15 @@ def load_val_set(root_uri: str, kinds: list[str], num_per_task: int, storage_cfg
     for batch in ds.select_columns(list(columns)).iter_batches(batch_format="numpy", batch_size=256):
         for kind, task, source, pair_id, prompt, clean, degraded in zip(*(batch[k] for k in columns)):
             sources = held[group_name(str(kind), str(task))]
-            rows = sources.setdefault(str(source), [])
-            rows.append((str(pair_id), str(prompt), bytes(clean), bytes(degraded)))
-            rows.sort()
+            if str(source) not in sources:
+                sources[str(source)] = []
+                if len(sources) > num_per_task:
+                    del sources[max(sources)]
+                if str(source) not in sources:
+                    continue
+            rows = sources[str(source)]
+            bisect.insort(rows, (str(pair_id), str(prompt), bytes(clean), bytes(degraded)))
             del rows[num_per_task:]
-            for extra in sorted(sources)[num_per_task:]:
-                del sources[extra]
     if not held:
         raise ValueError(f"no {split} pairs of kinds {kinds} under {root_uri}")
     picked: dict[str, list[Any]] = defaultdict(list)
