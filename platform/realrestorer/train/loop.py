@@ -123,6 +123,9 @@ def train_loop(config: dict[str, Any]) -> None:
     stage = cfg.train.stage(config["stage"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    # Before any parallel region, so the intra-op threads this thread starts inherit it: subnormal floats take
+    # a slow microcode path on x86 CPUs, and the tiny preset's steps on real pairs hit them (see README).
+    torch.set_flush_denormal(True)
     torch.set_num_threads(stage.cpus_per_worker)
     device = ray.train.torch.get_device()
 
