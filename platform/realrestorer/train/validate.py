@@ -33,14 +33,18 @@ def load_val_set(root_uri: str, kinds: list[str], num_per_task: int, storage_cfg
     for batch in ds.select_columns(list(columns)).iter_batches(batch_format="numpy", batch_size=256):
         for kind, task, source, pair_id, prompt, clean, degraded in zip(*(batch[k] for k in columns)):
             sources = held[group_name(str(kind), str(task))]
-            if str(source) not in sources:
-                sources[str(source)] = []
-                if len(sources) > num_per_task:
+            source, pair_id = str(source), str(pair_id)
+            if source not in sources:
+                if len(sources) == num_per_task:
+                    if source > max(sources):
+                        continue
                     del sources[max(sources)]
-                if str(source) not in sources:
-                    continue
-            rows = sources[str(source)]
-            bisect.insort(rows, (str(pair_id), str(prompt), bytes(clean), bytes(degraded)))
+                sources[source] = []
+            rows = sources[source]
+            # A full source keeps its smallest ids: skip a larger one before copying its image bytes.
+            if len(rows) == num_per_task and pair_id >= rows[-1][0]:
+                continue
+            bisect.insort(rows, (pair_id, str(prompt), bytes(clean), bytes(degraded)))
             del rows[num_per_task:]
     if not held:
         raise ValueError(f"no {split} pairs of kinds {kinds} under {root_uri}")
