@@ -1,7 +1,11 @@
 """Training-step speed: Ray Train + DeepSpeed against a bare PyTorch loop, same model, same batch.
 
 Each variant runs in its own child process (so peak memory is its own) and
-trains on one fixed batch for `--steps` timed steps after `--warmup` steps:
+trains on one fixed batch for `--steps` timed steps after `--warmup` steps. The
+batch is engine-degraded crops of the built-in photos, one task after another
+(`--data random` uses uniform noise instead, for a box without the image stack):
+real pixel statistics matter on CPU, where subnormal floats slowed a real batch
+by a third in the training worker and not a random one.
 
   bare       torch AdamW on the DiT; on GPU fp32 weights with bf16 autocast
   deepspeed  the trainer's DeepSpeed engine (bf16 + fp32 master weights on GPU, fp32 on CPU), no Ray
@@ -43,13 +47,47 @@ def model_config(name: str):
     return load_config("small", FLUX_WIDTH) if name == "flux-width" else load_config(name)
 
 
-def _fixed_batch(model_cfg, batch: int, device):
+def _photo_pairs(side: int, batch: int) -> tuple[list, list, list[str]]:
+    """`batch` engine-degraded crops of the built-in photos at `side`², tasks in turn, seeded: uint8 H×W×3 pairs."""
+    import cv2
+    import numpy as np
+
+    from realrestorer.data.config import DataConfig
+    from realrestorer.data.sources import BUILTIN_PHOTOS, BUILTIN_SCHEME, load_image
+    from realrestorer.degrade import TASKS, degrade
+
+    rng = np.random.default_rng(0)
+    photos = [load_image(f"{BUILTIN_SCHEME}{name}", DataConfig(min_side=1))[0] for name in BUILTIN_PHOTOS]
+    clean, degraded, prompts = [], [], []
+    for index in range(batch):
+        photo = photos[index % len(photos)]
+        scale = side / min(photo.shape[:2])  # the short side to `side`, then a random square window
+        photo = cv2.resize(photo, (max(side, round(photo.shape[1] * scale)), max(side, round(photo.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        y, x = (int(rng.integers(0, photo.shape[axis] - side + 1)) for axis in (0, 1))
+        crop = np.ascontiguousarray(photo[y:y + side, x:x + side])
+        task = list(TASKS)[index % len(TASKS)]
+        clean.append(crop)
+        degraded.append(degrade(task, crop, rng, float(rng.uniform(0.2, 0.8)))[0])
+        prompts.append(TASKS[task])
+    return clean, degraded, prompts
+
+
+def _fixed_batch(model_cfg, batch: int, device, kind: str = "photos"):
+    """The batch every step trains on: engine-degraded photo crops ('photos'), or uniform noise ('random')."""
+    import numpy as np
     import torch
 
     from realrestorer.degrade import TASKS
 
-    gen = torch.Generator().manual_seed(0)
     side = model_cfg.model.resolution
+    if kind == "photos":
+        clean, degraded, prompts = _photo_pairs(side, batch)
+        as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+        return as_tensor(clean).to(device), as_tensor(degraded).to(device), prompts
+    if kind != "random":
+        raise ValueError(f"unknown batch kind {kind!r}; choose 'photos' or 'random'")
+    gen = torch.Generator().manual_seed(0)
     clean = torch.rand(batch, 3, side, side, generator=gen)
     prompts = [list(TASKS.values())[i % len(TASKS)] for i in range(batch)]
     return clean.to(device), (clean * 0.5 + 0.2).to(device), prompts
@@ -85,6 +123,10 @@ def _result(cfg, device, batch: int, steps: int, seconds: float) -> dict:
 def _device():
     import torch
 
+    from realrestorer.train.throughput import cpu_math
+
+    cpu_math(torch.get_num_threads())  # as the trainer's worker does, in every variant
+
     if torch.cuda.is_available():
         # cuDNN's SDPA backward failed on FLUX-shaped stacks on an H100 (ENVIRONMENT.md).
         torch.backends.cuda.enable_cudnn_sdp(False)
@@ -92,7 +134,7 @@ def _device():
     return torch.device("cpu")
 
 
-def measure_bare(name: str, batch: int, warmup: int, steps: int) -> dict:
+def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "photos") -> dict:
     import torch
 
     from realrestorer.model import build_restorer
@@ -101,7 +143,7 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int) -> dict:
     cfg = model_config(name)
     restorer = build_restorer(cfg.model).to(device).train()
     optimizer = torch.optim.AdamW(restorer.dit.parameters(), lr=1e-4)
-    clean, degraded, prompts = _fixed_batch(cfg, batch, device)
+    clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step():
@@ -115,7 +157,7 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int) -> dict:
     return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
 
 
-def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int) -> dict:
+def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos") -> dict:
     import deepspeed
     import torch
 
@@ -136,7 +178,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     restorer = build_restorer(cfg.model)
     engine, *_ = deepspeed.initialize(model=restorer, model_parameters=list(restorer.dit.parameters()), config=deepspeed_config(stage))
     engine.train()
-    clean, degraded, prompts = _fixed_batch(cfg, batch, device)
+    clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
 
     def step():
         loss = engine(clean, degraded, prompts, generator=torch.Generator().manual_seed(0))
@@ -146,15 +188,17 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
 
 
-def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int) -> dict:
+def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos") -> dict:
     import ray
     import ray.train
     import torch
     from ray.train.torch import TorchTrainer
 
     def worker(config: dict) -> None:
-        torch.set_num_threads(config["threads"])
-        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage)
+        from realrestorer.train.throughput import cpu_math
+
+        cpu_math(config["threads"])
+        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage, data)
         # Train V2 keeps only metrics that come with a checkpoint: ship them as one.
         with tempfile.TemporaryDirectory() as directory:
             Path(directory, "metrics.json").write_text(json.dumps(measured))
@@ -182,7 +226,7 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int)
 
 def _child(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
-               "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero)]
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -197,24 +241,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--zero", type=int, default=2, choices=(0, 1, 2, 3), help="DeepSpeed ZeRO stage")
+    parser.add_argument("--data", default="photos", choices=("photos", "random"),
+                        help="the fixed batch: engine-degraded crops of the built-in photos (real pixel statistics, "
+                             "so data-dependent slow paths show), or uniform noise (needs no image stack)")
     parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
     parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or DEFAULT_BATCH[args.config]
 
     if args.variant == "bare":
-        print(json.dumps(measure_bare(args.config, args.batch, args.warmup, args.steps)))
+        print(json.dumps(measure_bare(args.config, args.batch, args.warmup, args.steps, args.data)))
         return 0
     if args.variant in ("deepspeed", "ray"):
         measure = measure_deepspeed if args.variant == "deepspeed" else measure_ray
-        print(json.dumps(measure(args.config, args.batch, args.warmup, args.steps, args.zero)))
+        print(json.dumps(measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data)))
         return 0
 
     variants = ["bare", "deepspeed"] + ([] if args.no_ray else ["ray"])
     results = {variant: _child(variant, args) for variant in variants}
     bare = results["bare"]["samples_per_s"]
     gpu = "mfu" in results["bare"]
-    print(f"train step · config {args.config} · batch {args.batch} · ZeRO-{args.zero} · {results['bare']['device']}")
+    print(f"train step · config {args.config} · batch {args.batch} ({args.data}) · ZeRO-{args.zero} · {results['bare']['device']}")
     print(f"{'variant':<11}{'samples/s':>11}{'tokens/s':>12}{'MFU':>8}{'peak MB':>10}{'ratio':>8}")
     for variant, r in results.items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
@@ -222,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['samples_per_s'] / bare:>8.3f}")
     trainer = results["deepspeed" if args.no_ray else "ray"]
     summary = {
-        "benchmark": "train_step", "config": args.config, "batch": args.batch, "zero_stage": args.zero,
+        "benchmark": "train_step", "config": args.config, "batch": args.batch, "data": args.data, "zero_stage": args.zero,
         "device": results["bare"]["device"], "results": results,
         "ratio": trainer["samples_per_s"] / bare, "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
     }

@@ -38,7 +38,7 @@ from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, m
 from realrestorer.train.deepspeed import deepspeed_config
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
-from realrestorer.train.throughput import Stopwatch, dit_step_cost, peak_flops, rates
+from realrestorer.train.throughput import Stopwatch, cpu_math, dit_step_cost, peak_flops, rates
 
 FAIL_AT_STEP_ENV = "REALRESTORER_FAIL_AT_STEP"
 DEEPSPEED_TAG = "deepspeed"
@@ -123,10 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
     stage = cfg.train.stage(config["stage"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    # Before any parallel region, so the intra-op threads this thread starts inherit it: subnormal floats take
-    # a slow microcode path on x86 CPUs, and the tiny preset's steps on real pairs hit them (see README).
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(stage.cpus_per_worker)
+    cpu_math(stage.cpus_per_worker)
     device = ray.train.torch.get_device()
 
     # diffusers initialises weights from torch's global generator: seed it so a run's start is reproducible.

@@ -16,6 +16,17 @@ from realrestorer.model.transformer import predict_velocity
 _PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
 
 
+def cpu_math(threads: int) -> None:
+    """Set up the calling thread's CPU math: subnormal floats flushed to zero, then `threads` intra-op threads.
+
+    Call it before the thread's first parallel region, so the intra-op threads it starts inherit the flush:
+    subnormals take a slow microcode path on x86 CPUs, and the tiny preset's steps on real pairs hit them
+    (see README). Both settings are per thread, and Ray Train runs the training function in a thread of its own.
+    """
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class StepCost:
     """The DiT's work for one training sample at the training resolution."""
