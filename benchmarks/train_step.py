@@ -39,12 +39,15 @@ FLUX_WIDTH = [
 TARGETS = {"ratio_gpu": 0.9, "ratio_cpu": 0.8, "mfu_flux_width": 0.45}
 
 
-def model_config(name: str):
+def model_config(name: str, overrides: list[str] | tuple[str, ...] = ()):
+    """The pipeline config of a benchmark config, with `KEY=VALUE` overrides (e.g. a local text encoder)."""
     from realrestorer.config import load_config
 
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
-    return load_config("small", FLUX_WIDTH) if name == "flux-width" else load_config(name)
+    if name == "flux-width":
+        return load_config("small", [*FLUX_WIDTH, *overrides])
+    return load_config(name, list(overrides))
 
 
 def _photo_pairs(side: int, batch: int) -> tuple[list, list, list[str]]:
@@ -134,13 +137,14 @@ def _device():
     return torch.device("cpu")
 
 
-def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "photos") -> dict:
+def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "photos",
+                 overrides: tuple[str, ...] = ()) -> dict:
     import torch
 
     from realrestorer.model import build_restorer
 
     device = _device()
-    cfg = model_config(name)
+    cfg = model_config(name, overrides)
     restorer = build_restorer(cfg.model).to(device).train()
     optimizer = torch.optim.AdamW(restorer.dit.parameters(), lr=1e-4)
     clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
@@ -157,7 +161,8 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "ph
     return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
 
 
-def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos") -> dict:
+def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
+                      overrides: tuple[str, ...] = ()) -> dict:
     import deepspeed
     import torch
 
@@ -173,7 +178,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    cfg = model_config(name)
+    cfg = model_config(name, overrides)
     stage = StageConfig(batch_size=batch, micro_batch_size=batch, zero_stage=zero_stage, use_gpu=device.type == "cuda")
     restorer = build_restorer(cfg.model)
     engine, *_ = deepspeed.initialize(model=restorer, model_parameters=list(restorer.dit.parameters()), config=deepspeed_config(stage))
@@ -188,7 +193,8 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
 
 
-def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos") -> dict:
+def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
+                overrides: tuple[str, ...] = ()) -> dict:
     import ray
     import ray.train
     import torch
@@ -198,7 +204,7 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
         from realrestorer.train.throughput import cpu_math
 
         cpu_math(config["threads"])
-        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage, data)
+        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage, data, overrides)
         # Train V2 keeps only metrics that come with a checkpoint: ship them as one.
         with tempfile.TemporaryDirectory() as directory:
             Path(directory, "metrics.json").write_text(json.dumps(measured))
@@ -226,11 +232,15 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
 
 def _child(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
-               "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data]
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data,
+               *[f"--set={item}" for item in args.set]]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{variant} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        # The child's traceback goes to the log; the reader gets its last line, which names the problem.
+        sys.stderr.write(done.stderr[-3000:])
+        last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no output")
+        raise SystemExit(f"train_step.py: the {variant} run failed (exit {done.returncode}): {last}")
     return json.loads(lines[-1])
 
 
@@ -244,17 +254,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="photos", choices=("photos", "random"),
                         help="the fixed batch: engine-degraded crops of the built-in photos (real pixel statistics, "
                              "so data-dependent slow paths show), or uniform noise (needs no image stack)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, repeatable (e.g. model.text_encoder_path=DIR on a box without the "
+                             "MiniLM package)")
     parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
     parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or DEFAULT_BATCH[args.config]
+    from realrestorer.config import ConfigError
+
+    try:
+        model_config(args.config, args.set)  # a bad --set fails here, in one line, before any child starts
+    except ConfigError as err:
+        parser.error(str(err))
 
     if args.variant == "bare":
-        print(json.dumps(measure_bare(args.config, args.batch, args.warmup, args.steps, args.data)))
+        result = measure_bare(args.config, args.batch, args.warmup, args.steps, args.data, tuple(args.set))
+        print(json.dumps(result))
         return 0
     if args.variant in ("deepspeed", "ray"):
         measure = measure_deepspeed if args.variant == "deepspeed" else measure_ray
-        print(json.dumps(measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data)))
+        result = measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data, tuple(args.set))
+        print(json.dumps(result))
         return 0
 
     variants = ["bare", "deepspeed"] + ([] if args.no_ray else ["ray"])
