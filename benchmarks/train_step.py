@@ -59,14 +59,18 @@ def _photo_pairs(side: int, batch: int) -> tuple[list, list, list[str]]:
     from realrestorer.data.sources import BUILTIN_PHOTOS, BUILTIN_SCHEME, load_image
     from realrestorer.degrade import TASKS, degrade
 
+    def short_side_to(photo):
+        scale = side / min(photo.shape[:2])
+        return cv2.resize(photo, (max(side, round(photo.shape[1] * scale)), max(side, round(photo.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
     rng = np.random.default_rng(0)
-    photos = [load_image(f"{BUILTIN_SCHEME}{name}", DataConfig(min_side=1))[0] for name in BUILTIN_PHOTOS]
+    # Each photo once, its short side brought to `side`; every sample is a random square window of one.
+    whole = DataConfig(min_side=1)
+    photos = [short_side_to(load_image(f"{BUILTIN_SCHEME}{name}", whole)[0]) for name in BUILTIN_PHOTOS]
     clean, degraded, prompts = [], [], []
     for index in range(batch):
         photo = photos[index % len(photos)]
-        scale = side / min(photo.shape[:2])  # the short side to `side`, then a random square window
-        photo = cv2.resize(photo, (max(side, round(photo.shape[1] * scale)), max(side, round(photo.shape[0] * scale))),
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         y, x = (int(rng.integers(0, photo.shape[axis] - side + 1)) for axis in (0, 1))
         crop = np.ascontiguousarray(photo[y:y + side, x:x + side])
         task = list(TASKS)[index % len(TASKS)]
