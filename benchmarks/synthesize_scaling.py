@@ -14,7 +14,7 @@ per worker (the shard time its actors report) over the single-thread
 `builder, no Ray` figure (the Ray overhead) and over the bare engine (which does
 no filtering, scoring or encoding). Prints a table, then one JSON line.
 
-    python benchmarks/synthesize_scaling.py [--sizes 256 512] [--crops 512 256]
+    python benchmarks/synthesize_scaling.py [--sizes 256 512] [--crops 256 128]
 
 The default crop counts give each run about a minute of single-CPU work (81 s
 and 59 s end to end on the 2-core CI machine), so the fixed start-up (Ray Data's
@@ -110,7 +110,7 @@ def _builder_ray(cfg) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--crops", type=int, nargs="+", default=[512, 256],
+    parser.add_argument("--crops", type=int, nargs="+", default=[256, 128],
                         help="crops per built-in photo, one value per size (the last repeats)")
     parser.add_argument("--quality", nargs="*", default=["piqe"], help="pyiqa metrics scored on clean crops")
     args = parser.parse_args()

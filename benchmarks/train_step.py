@@ -56,7 +56,7 @@ def _photo_pairs(side: int, batch: int) -> tuple[list, list, list[str]]:
     import numpy as np
 
     from realrestorer.data.config import DataConfig
-    from realrestorer.data.sources import BUILTIN_PHOTOS, BUILTIN_SCHEME, load_image
+    from realrestorer.data.sources import BUILTIN_PHOTOS, load_image
     from realrestorer.degrade import TASKS, degrade
 
     def short_side_to(photo):
@@ -67,7 +67,7 @@ def _photo_pairs(side: int, batch: int) -> tuple[list, list, list[str]]:
     rng = np.random.default_rng(0)
     # Each photo once, its short side brought to `side`; every sample is a random square window of one.
     whole = DataConfig(min_side=1)
-    photos = [short_side_to(load_image(f"{BUILTIN_SCHEME}{name}", whole)[0]) for name in BUILTIN_PHOTOS]
+    photos = [short_side_to(load_image(uri, whole)[0]) for uri in BUILTIN_PHOTOS]
     clean, degraded, prompts = [], [], []
     for index in range(batch):
         photo = photos[index % len(photos)]

@@ -180,7 +180,7 @@ def test_bad_inputs_are_skipped_and_counted(ray_session, tmp_path, monkeypatch, 
 
 
 def test_s3_round_trip_through_moto(ray_session, s3_server, tmp_path):
-    photos = {f"{n}.png": load_image(f"skimage://{n}", load_config("tiny").data)[0] for n in BUILTIN_PHOTOS[:4]}
+    photos = {f"{u.split('://')[1]}.png": load_image(u, load_config("tiny").data)[0] for u in BUILTIN_PHOTOS[:4]}
     for name, image in photos.items():
         storage.write_bytes(f"s3://test-bucket/clean/{name}", cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes())
     output = "s3://test-bucket/datasets/pairs"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from realrestorer.data import filters
 from realrestorer.data.config import DataConfig, FilterConfig
-from realrestorer.data.sources import assign_splits, load_image, split_of
+from realrestorer.data.sources import BUILTIN_PHOTOS, assign_splits, list_clean, load_image, split_of
 from realrestorer.data.teacher import load_teacher, nlmeans
 from realrestorer.degrade import apply, degrade, noise
 
@@ -121,6 +121,24 @@ def test_each_bad_input_is_skipped_with_its_reason(bad_files, name, reason):
 
 def test_a_file_over_the_byte_limit_is_not_read(bad_files):
     assert load_image(str(bad_files / "good.png"), DataConfig(resolution=64, max_file_bytes=1000))[1] == "file_too_large"
+
+
+def test_the_builtin_photos_load_offline_as_distinct_rgb_photos():
+    assert list_clean(None) == list(BUILTIN_PHOTOS)
+    photos = {uri: load_image(uri, DataConfig(resolution=64)) for uri in BUILTIN_PHOTOS}
+    assert all(reason is None for _, reason in photos.values())
+    for uri, (image, _) in photos.items():
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 256, uri
+        gray = np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+        # The grayscale photographs come as RGB with equal channels; the others are colour.
+        assert gray == (uri.split("://")[1] in {"camera", "coins", "moon", "grass", "gravel", "brick"}), uri
+        assert image.std() > 10, uri  # a photo, not a blank
+    hashes = {uri: filters.phash(image) for uri, (image, _) in photos.items()}
+    close = {tuple(sorted((a, b))) for a in hashes for b in hashes
+             if a != b and filters.hamming(hashes[a], hashes[b]) <= DataConfig().filters.dedup_max_distance}
+    assert close == {("skimage://motorcycle_left", "skimage://motorcycle_right")}  # the stereo pair, on purpose
+    with pytest.raises(ValueError, match="unknown built-in photo"):
+        load_image("skimage://horse_in_space", DataConfig(resolution=64))
 
 
 def test_splits_are_deterministic_and_follow_fractions():

@@ -126,7 +126,7 @@ class DataConfig(BaseModel):
     name: str = Field("pairs", min_length=1, description="Dataset name; shards go to <storage.root>/datasets/<name> unless `output` is set.")
     output: str | None = Field(None, description="URI of the dataset folder; None derives it from storage.root and name.")
     clean_source: str | None = Field(
-        None, description="Folder, glob or s3:// prefix of clean images; None uses the built-in scikit-image photos."
+        None, description="Folder, glob or s3:// prefix of clean images; None uses the built-in photos (data.sources.BUILTIN_PHOTOS)."
     )
     real_source: str | None = Field(
         None,

@@ -21,12 +21,19 @@ from realrestorer import storage
 from realrestorer.data.config import SPLITS, DataConfig
 from realrestorer.degrade import TASKS
 
-# The colour photos scikit-image ships (offline): the built-in clean set.
+# Photographs that ship with installed packages (offline): the built-in clean set. Nine colour photos of
+# scikit-image, its six grayscale photographs (as RGB), two colour photos of scikit-learn and one of matplotlib
+# (both come with mlflow). The content matters more than the crop count: trained on the five training photos
+# of the nine colour ones, the tiny DiT's mild tasks (blur, compression, moire, noise) fell to -4 to -6 dB vs
+# identity on held-out photos after 600 steps of 32 (it learns the training photos); with the grayscale
+# photos and five more colour ones they stayed at or above identity (blur +0.24, moire +0.07, noise -0.01).
 BUILTIN_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-    "retina", "motorcycle_left", "motorcycle_right",
+    "skimage://astronaut", "skimage://coffee", "skimage://chelsea", "skimage://rocket", "skimage://hubble_deep_field",
+    "skimage://immunohistochemistry", "skimage://retina", "skimage://motorcycle_left", "skimage://motorcycle_right",
+    "skimage://camera", "skimage://coins", "skimage://moon", "skimage://grass", "skimage://gravel", "skimage://brick",
+    "sklearn://china", "sklearn://flower", "matplotlib://grace_hopper",
 )  # the stereo motorcycle views are near-duplicates on purpose: the builder's dedup removes one
-BUILTIN_SCHEME = "skimage://"
+BUILTIN_SCHEMES = ("skimage://", "sklearn://", "matplotlib://")
 
 SKIP_REASONS = ("empty_file", "file_too_large", "not_an_image", "decompression_bomb", "too_small", "corrupt", "unreadable")
 
@@ -47,9 +54,9 @@ def list_files(source: str, storage_cfg: storage.StorageConfig | None = None) ->
 
 
 def list_clean(source: str | None, storage_cfg: storage.StorageConfig | None = None) -> list[str]:
-    """URIs of the clean images; None means the built-in scikit-image photos."""
+    """URIs of the clean images; None means the built-in photos."""
     if source is None:
-        return [f"{BUILTIN_SCHEME}{name}" for name in BUILTIN_PHOTOS]
+        return list(BUILTIN_PHOTOS)
     return list_files(source, storage_cfg)
 
 
@@ -79,16 +86,31 @@ def list_real(source: str, storage_cfg: storage.StorageConfig | None = None) -> 
     return items
 
 
-def _builtin(name: str) -> np.ndarray:
-    from skimage import data as skdata
+def _builtin(uri: str) -> np.ndarray:
+    """A built-in photo (one of BUILTIN_PHOTOS) as H×W×3 uint8 RGB."""
+    if uri not in BUILTIN_PHOTOS:
+        raise ValueError(f"unknown built-in photo {uri!r}; choose one of {', '.join(BUILTIN_PHOTOS)}")
+    scheme, name = uri.split("://", 1)
+    if scheme == "sklearn":
+        from sklearn.datasets import load_sample_image
 
-    if name not in BUILTIN_PHOTOS:
-        raise ValueError(f"unknown built-in photo {name!r}; choose one of {', '.join(BUILTIN_PHOTOS)}")
-    if name.startswith("motorcycle_"):
+        photo = load_sample_image(f"{name}.jpg")
+    elif scheme == "matplotlib":
+        from matplotlib import cbook
+
+        with cbook.get_sample_data(f"{name}.jpg") as handle:
+            photo = np.asarray(Image.open(handle).convert("RGB"))
+    elif name.startswith("motorcycle_"):
+        from skimage import data as skdata
+
         left, right, _ = skdata.stereo_motorcycle()
         photo = left if name == "motorcycle_left" else right
     else:
+        from skimage import data as skdata
+
         photo = getattr(skdata, name)()
+    if photo.ndim == 2:
+        photo = np.repeat(photo[..., None], 3, axis=2)
     return np.ascontiguousarray(photo[..., :3]).astype(np.uint8)
 
 
@@ -125,8 +147,8 @@ def _decode_checked(data: bytes, cfg: DataConfig) -> tuple[np.ndarray | None, st
 
 def load_image(uri: str, cfg: DataConfig, storage_cfg: storage.StorageConfig | None = None) -> tuple[np.ndarray | None, str | None]:
     """(H×W×3 uint8 RGB, None), or (None, skip reason) for a file that cannot be used."""
-    if uri.startswith(BUILTIN_SCHEME):
-        photo = _builtin(uri[len(BUILTIN_SCHEME):])
+    if uri.startswith(BUILTIN_SCHEMES):
+        photo = _builtin(uri)
         return (None, "too_small") if min(photo.shape[:2]) < cfg.smallest_side else (photo, None)
     try:
         fs, path = storage.filesystem(uri, storage_cfg)
@@ -203,7 +225,7 @@ def split_of(source_uri: str, seed: int, fractions: dict[str, float]) -> str:
 def assign_splits(source_uris: list[str], seed: int, fractions: dict[str, float]) -> dict[str, str]:
     """`split_of` for every source, except that no split with a positive fraction is left empty.
 
-    With few sources (the built-in set has nine) the hash can leave the val split
+    With few sources (the built-in set has eighteen) the hash can leave the val split
     with nothing. Then the source whose hash lies nearest that split's interval is
     moved there from the largest split that can spare one. With many sources this
     never triggers, so a source's split does not depend on which others exist.
