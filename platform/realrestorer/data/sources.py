@@ -33,7 +33,7 @@ BUILTIN_PHOTOS = (
     "skimage://camera", "skimage://coins", "skimage://moon", "skimage://grass", "skimage://gravel", "skimage://brick",
     "sklearn://china", "sklearn://flower", "matplotlib://grace_hopper",
 )  # the stereo motorcycle views are near-duplicates on purpose: the builder's dedup removes one
-BUILTIN_SCHEMES = ("skimage://", "sklearn://", "matplotlib://")
+BUILTIN_SCHEMES = tuple(sorted({uri.split("://")[0] + "://" for uri in BUILTIN_PHOTOS}))
 
 SKIP_REASONS = ("empty_file", "file_too_large", "not_an_image", "decompression_bomb", "too_small", "corrupt", "unreadable")
 
@@ -100,15 +100,14 @@ def _builtin(uri: str) -> np.ndarray:
 
         with cbook.get_sample_data(f"{name}.jpg") as handle:
             photo = np.asarray(Image.open(handle).convert("RGB"))
-    elif name.startswith("motorcycle_"):
-        from skimage import data as skdata
-
-        left, right, _ = skdata.stereo_motorcycle()
-        photo = left if name == "motorcycle_left" else right
     else:
         from skimage import data as skdata
 
-        photo = getattr(skdata, name)()
+        if name.startswith("motorcycle_"):
+            left, right, _ = skdata.stereo_motorcycle()
+            photo = left if name == "motorcycle_left" else right
+        else:
+            photo = getattr(skdata, name)()
     if photo.ndim == 2:
         photo = np.repeat(photo[..., None], 3, axis=2)
     return np.ascontiguousarray(photo[..., :3]).astype(np.uint8)
