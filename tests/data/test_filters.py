@@ -8,6 +8,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from realrestorer.data import filters
 from realrestorer.data.config import DataConfig, FilterConfig
 from realrestorer.data.sources import BUILTIN_PHOTOS, assign_splits, list_clean, load_image, split_of
@@ -137,6 +138,14 @@ def test_the_builtin_photos_load_offline_as_distinct_rgb_photos():
     close = {tuple(sorted((a, b))) for a in hashes for b in hashes
              if a != b and filters.hamming(hashes[a], hashes[b]) <= DataConfig().filters.dedup_max_distance}
     assert close == {("skimage://motorcycle_left", "skimage://motorcycle_right")}  # the stereo pair, on purpose
+    # Read from the packages' data folders without importing them: the same pixels as their own loaders give.
+    from matplotlib import cbook
+    from sklearn.datasets import load_sample_image
+
+    for name in ("china", "flower"):
+        assert np.array_equal(photos[f"sklearn://{name}"][0], load_sample_image(f"{name}.jpg")), name
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        assert np.array_equal(photos["matplotlib://grace_hopper"][0], np.asarray(Image.open(handle).convert("RGB")))
     with pytest.raises(ValueError, match="unknown built-in photo"):
         load_image("skimage://horse_in_space", DataConfig(resolution=64))
 

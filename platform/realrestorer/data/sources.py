@@ -8,9 +8,11 @@ A file that cannot be used is never an error: `load_image` returns the reason
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -33,6 +35,8 @@ BUILTIN_PHOTOS = (
     "skimage://camera", "skimage://coins", "skimage://moon", "skimage://grass", "skimage://gravel", "skimage://brick",
     "sklearn://china", "sklearn://flower", "matplotlib://grace_hopper",
 )  # the stereo motorcycle views are near-duplicates on purpose: the builder's dedup removes one
+# Where scikit-learn and matplotlib keep their sample photos, inside the installed package.
+_PACKAGE_PHOTO_DIRS = {"sklearn": ("sklearn", "datasets/images"), "matplotlib": ("matplotlib", "mpl-data/sample_data")}
 BUILTIN_SCHEMES = tuple(sorted({uri.split("://")[0] + "://" for uri in BUILTIN_PHOTOS}))
 
 SKIP_REASONS = ("empty_file", "file_too_large", "not_an_image", "decompression_bomb", "too_small", "corrupt", "unreadable")
@@ -91,15 +95,16 @@ def _builtin(uri: str) -> np.ndarray:
     if uri not in BUILTIN_PHOTOS:
         raise ValueError(f"unknown built-in photo {uri!r}; choose one of {', '.join(BUILTIN_PHOTOS)}")
     scheme, name = uri.split("://", 1)
-    if scheme == "sklearn":
-        from sklearn.datasets import load_sample_image
-
-        photo = load_sample_image(f"{name}.jpg")
-    elif scheme == "matplotlib":
-        from matplotlib import cbook
-
-        with cbook.get_sample_data(f"{name}.jpg") as handle:
-            photo = np.asarray(Image.open(handle).convert("RGB"))
+    if scheme in _PACKAGE_PHOTO_DIRS:
+        # Read the file straight from the package's data: importing sklearn.datasets alone takes about a
+        # second, which every Ray worker that loads one of these photos would pay.
+        package, folder = _PACKAGE_PHOTO_DIRS[scheme]
+        spec = importlib.util.find_spec(package)
+        path = Path(spec.submodule_search_locations[0], folder, f"{name}.jpg") if spec else None
+        if path is None or not path.is_file():
+            raise ValueError(f"built-in photo {uri!r}: {package} is not installed or lacks {folder}/{name}.jpg")
+        with Image.open(path) as handle:
+            photo = np.asarray(handle.convert("RGB"))
     else:
         from skimage import data as skdata
 
