@@ -20,12 +20,21 @@ MICRO_MODEL = [
 ]
 
 
-def make_pairs(split: str, crops_per_task: int, seed: int) -> list[dict]:
-    """Real degraded pairs: 32² crops of scikit-image photos, one degradation per row."""
+def _photo(name: str) -> np.ndarray:
+    """A scikit-image photo at 96², RGB."""
+    image = getattr(skdata, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return cv2.resize(np.ascontiguousarray(image[..., :3]), (96, 96), interpolation=cv2.INTER_AREA)
+
+
+def make_pairs(split: str, crops_per_task: int, seed: int, tasks: tuple[str, ...] = TASKS,
+               photos: tuple[str, ...] = ("astronaut", "coffee", "chelsea")) -> list[dict]:
+    """Real degraded pairs: 32² crops of scikit-image photos (named; grayscale ones as RGB), one degradation per row."""
     rng = np.random.default_rng(seed)
-    photos = [cv2.resize(img, (96, 96), interpolation=cv2.INTER_AREA) for img in (skdata.astronaut(), skdata.coffee(), skdata.chelsea())]
+    photos = [_photo(name) for name in photos]
     rows = []
-    for task in TASKS:
+    for task in tasks:
         for _ in range(crops_per_task):
             photo = photos[int(rng.integers(len(photos)))]
             y, x = rng.integers(0, 96 - SIDE, size=2)

@@ -200,21 +200,29 @@ def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, 
 
     from ray.data.dataset import MaterializedDataset
     from realrestorer.train.config import StageConfig
-    from realrestorer.data.shards import read_shards
+    from realrestorer.data.shards import read_shards, write_pairs
     from realrestorer.train.stages import decoded_mb, training_datasets
 
-    from tests.train.conftest import SIDE, micro_config
+    from tests.train.conftest import SIDE, make_pairs, micro_config
 
+    stage = StageConfig()
+    per_pair = 2 * 3 * SIDE**2 / 2**20
+    # Without a manifest the pairs are counted in the shards' Parquet footers, stopping once past the limit.
+    two_shards = tmp_path / "two"
+    shutil.copytree(pair_dataset, two_shards)  # one train shard of 36 pairs
+    write_pairs(make_pairs("train", 1, seed=5), str(two_shards), index=1)  # and one of 9
+    cfg = micro_config(str(tmp_path), str(two_shards), f"data.resolution={SIDE}")
+    assert decoded_mb(cfg, ["synthetic"]) == pytest.approx(45 * per_pair)
+    assert decoded_mb(cfg, ["synthetic"], stop_above_mb=10 * per_pair) == pytest.approx(36 * per_pair)
+    assert decoded_mb(cfg, ["real"]) == 0
+    assert isinstance(training_datasets(cfg, stage)["train"], MaterializedDataset)
     root = tmp_path / "pairs"
     shutil.copytree(pair_dataset, root)
     cfg = micro_config(str(tmp_path), str(root), f"data.resolution={SIDE}")
-    stage = StageConfig()
-    # Without a manifest the size is unknown: stream.
-    assert decoded_mb(cfg, ["synthetic"]) is None
-    assert not isinstance(training_datasets(cfg, stage)["train"], MaterializedDataset)
+    # The manifest's counts come first.
     counts = {"train": {"synthetic": {"blur": 20, "noise": 16}}}
     (root / "manifest.json").write_text(json.dumps({"counts": counts}))
-    assert decoded_mb(cfg, ["synthetic"]) == pytest.approx(36 * 2 * 3 * SIDE**2 / 2**20)
+    assert decoded_mb(cfg, ["synthetic"]) == pytest.approx(36 * per_pair)
     cached = training_datasets(cfg, stage)["train"]
     streamed = training_datasets(cfg, stage.model_copy(update={"cache_mb": 0}))["train"]
     assert isinstance(cached, MaterializedDataset)

@@ -203,6 +203,13 @@ def read_shards(root_uri: str, split: str | Iterable[str] | None = None, kinds: 
     return ray.data.read_parquet(paths, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
 
 
+def num_rows(uri: str, storage_cfg: storage.StorageConfig | None = None) -> int:
+    """The row count of one shard file, from its Parquet footer alone (no pixels are read)."""
+    fs, path = storage.filesystem(uri, storage_cfg)
+    with fs.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
 def read_table(uri: str, storage_cfg: storage.StorageConfig | None = None) -> pa.Table:
     """One shard file as a pyarrow Table (no Ray)."""
     return pq.read_table(io.BytesIO(storage.read_bytes(uri, storage_cfg)))
@@ -214,6 +221,7 @@ __all__ = [
     "SCORE_FIELDS",
     "decode_image",
     "encode_image",
+    "num_rows",
     "pair_id",
     "read_shards",
     "read_table",

@@ -43,7 +43,8 @@ class StageConfig(BaseModel):
     shuffle_buffer: int = Field(256, ge=0, description="Rows in each worker's local shuffle buffer; 0 = stream order.")
     cache_mb: int = Field(
         1024, ge=0,
-        description="Training pairs whose decoded size (per the dataset manifest) is at most this many MB are read "
+        description="Training pairs whose decoded size (counted in the dataset manifest, else in the shards' "
+        "Parquet footers) is at most this many MB are read "
         "once and kept in Ray's object store, instead of being re-read and re-decoded every epoch; 0 = always stream.",
     )
 

@@ -57,14 +57,26 @@ def init_dit_uri(cfg: PipelineConfig, stage_name: str) -> str | None:
     return dit
 
 
-def decoded_mb(cfg: PipelineConfig, kinds: list[str]) -> float | None:
-    """Decoded size in MB of the train pairs of `kinds`, from the dataset manifest; None without a manifest."""
+def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | None = None) -> float:
+    """Decoded size in MB of the train pairs of `kinds` at `data.resolution`.
+
+    The pairs are counted in the dataset manifest, or, for a dataset without one (pairs written by other
+    tools or with `write_pairs`), in the Parquet footers of its train shards, one file at a time, stopping
+    once the size passes `stop_above_mb`: a large dataset costs a few footer reads, not one per shard.
+    """
+    from realrestorer.data.shards import num_rows, shard_uris
+
+    per_pair = 2 * 3 * cfg.data.resolution**2 / 2**20
     uri = storage.join(dataset_uri(cfg), "manifest.json")
-    if not storage.exists(uri, cfg.storage):
-        return None
-    counts = json.loads(storage.read_bytes(uri, cfg.storage))["counts"].get("train", {})
-    pairs = sum(n for kind in kinds for n in counts.get(kind, {}).values())
-    return pairs * 2 * 3 * cfg.data.resolution**2 / 2**20
+    if storage.exists(uri, cfg.storage):
+        counts = json.loads(storage.read_bytes(uri, cfg.storage))["counts"].get("train", {})
+        return sum(n for kind in kinds for n in counts.get(kind, {}).values()) * per_pair
+    pairs = 0
+    for shard in shard_uris(dataset_uri(cfg), "train", kinds, cfg.storage):
+        pairs += num_rows(shard, cfg.storage)
+        if stop_above_mb is not None and pairs * per_pair > stop_above_mb:
+            break
+    return pairs * per_pair
 
 
 def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
@@ -73,15 +85,15 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
     Shards hold the crops of a few source images each, so in file order a batch would see one or two
     images at a time. A dataset small enough (`cache_mb`) is shuffled row by row (seeded) and materialized
     once: every epoch then reads the object store instead of restarting a read-and-decode pipeline, which
-    costs seconds per epoch on small sets. A larger one streams its shards in a seeded random order, and
+    costs seconds per epoch on small sets (3 to 8 s for a 72-pair test set on the 2-core CI machine, whose
+    nine training steps an epoch took under a second). A larger one streams its shards in a seeded random order, and
     the workers' local shuffle buffers mix rows across them.
     """
     from realrestorer.data.shards import read_shards
 
     columns = ["clean", "degraded", "prompt", "task", "kind"]
     root = dataset_uri(cfg)
-    size = decoded_mb(cfg, stage.kinds)
-    cached = size is not None and size <= stage.cache_mb
+    cached = decoded_mb(cfg, stage.kinds, stop_above_mb=stage.cache_mb) <= stage.cache_mb
 
     def ordered(ds, decode: bool = False):
         ds = ds.select_columns(columns)
@@ -192,7 +204,6 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
-
 
     stage = cfg.train.stage(stage_name)
     name = run_name(cfg, stage_name)
