@@ -237,3 +237,14 @@ def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, 
     assert file_order[:8] == ["blur"] * 4 + ["compression"] * 4
     assert sorted(order) == sorted(file_order) and len(set(order[:8])) >= 5
     assert order == [row["task"] for row in training_datasets(cfg, stage)["train"].take_all()]
+
+
+def test_progress_lines_count_steps_and_time_left_at_this_attempts_pace():
+    from realrestorer.train.loop import progress_line
+
+    metrics = {"loss": 0.5, "samples_per_s": 4.0}
+    assert progress_line("stage1", 30, 300, 0, 60.0, metrics) == (
+        "stage1 · step 30/300 (10 %) · loss 0.5000 · 4.0 samples/s · 9 min 00 s left")
+    # A resumed attempt paces itself on its own steps: 10 steps in 20 s since step 100, 190 to go.
+    assert progress_line("stage2", 110, 300, 100, 20.0, metrics).endswith("(37 %) · loss 0.5000 · 4.0 samples/s · 6 min 20 s left")
+    assert progress_line("stage1", 100, 100, 100, 0.0, metrics).endswith("? left")

@@ -90,13 +90,16 @@ def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray,
     return metrics, validate.sample_grid(val["group"], degraded, restored, clean)
 
 
-def _progress_bar(stage_name: str, total: int, done: int):
-    """Rank 0's bar over the stage's optimizer steps, drawn by the driver (Ray's tqdm for workers)."""
-    from ray.experimental import tqdm_ray
+def progress_line(stage_name: str, step: int, total: int, first_step: int, seconds: float, metrics: dict[str, float]) -> str:
+    """One line of a stage's progress: steps done, loss, speed and the time left at this attempt's mean pace.
 
-    bar = tqdm_ray.tqdm(desc=stage_name, total=total, unit="step")
-    bar.n = done  # a resumed run starts where its checkpoint left off
-    return bar
+    Printed by rank 0 every `log_every` steps, so a terminal and a `ray job submit` log read alike.
+    """
+    done_here = step - first_step
+    left = (total - step) * seconds / done_here if done_here > 0 else None
+    eta = "?" if left is None else f"{int(left // 60)} min {int(left % 60):02d} s"
+    return (f"{stage_name} · step {step}/{total} ({100 * step / total:.0f} %) · loss {metrics['loss']:.4f} · "
+            f"{metrics['samples_per_s']:.1f} samples/s · {eta} left")
 
 
 class _Tracker:
@@ -186,7 +189,7 @@ def train_loop(config: dict[str, Any]) -> None:
     window_loss, window_steps = 0.0, 0
     watch = Stopwatch(device)
     metrics: dict[str, float] = {}
-    bar = _progress_bar(config["stage"], stage.steps, state["step"]) if rank == 0 else None
+    first_step, started = state["step"], time.perf_counter()
     engine.train()
     while state["step"] < stage.steps:
         step = state["step"]
@@ -211,8 +214,6 @@ def train_loop(config: dict[str, Any]) -> None:
             ema.update(module.dit)
         state["step"] = step + 1
         window_loss, window_steps = window_loss + step_loss, window_steps + 1
-        if bar is not None:
-            bar.update(1)
 
         last = state["step"] == stage.steps
         if state["step"] % stage.log_every == 0 or last:
@@ -226,8 +227,9 @@ def train_loop(config: dict[str, Any]) -> None:
             if stage.mixes:
                 metrics["synthetic_ratio"] = ratio_at(step, cfg.data.mixing, stage.steps)
             tracker.metrics(metrics, step=state["step"])
-            if bar is not None:
-                bar.set_description(f"{config['stage']} · loss {metrics['loss']:.4f} · {metrics['samples_per_s']:.1f} samples/s")
+            if rank == 0:
+                print(progress_line(config["stage"], state["step"], stage.steps, first_step,
+                                    time.perf_counter() - started, metrics), flush=True)
             window_loss, window_steps = 0.0, 0
         if (stage.val_every and state["step"] % stage.val_every == 0) or last:
             val_metrics, grid = _validate(module, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
@@ -237,5 +239,3 @@ def train_loop(config: dict[str, Any]) -> None:
             watch.lap()  # validation time is not training throughput
         if state["step"] % stage.checkpoint_every == 0 or last:
             _save_and_report(engine, ema, state, {**metrics, "step": state["step"]}, rank)
-    if bar is not None:
-        bar.close()

@@ -202,6 +202,7 @@ def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str |
 def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     """Train one stage on Ray Train + DeepSpeed (resuming a run of the same name), then consolidate its model."""
     import ray
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -211,6 +212,8 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     ingest = ray.train.DataConfig.default_ingest_options()
     # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
     ingest.preserve_order = True
+    # The stage draws its own bar over steps; Ray Data's would redraw for every epoch of a small cached set.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = training_datasets(cfg, stage)
     # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
     data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
