@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from skimage import data as skdata
 
 from realrestorer.config import load_config
+from realrestorer.data.config import DataConfig
+from realrestorer.data.sources import load_image
 from realrestorer.data.shards import write_pairs
 from realrestorer.degrade import TASKS, degrade
 
@@ -20,19 +21,12 @@ MICRO_MODEL = [
 ]
 
 
-def _photo(name: str) -> np.ndarray:
-    """A scikit-image photo at 96², RGB."""
-    image = getattr(skdata, name)()
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return cv2.resize(np.ascontiguousarray(image[..., :3]), (96, 96), interpolation=cv2.INTER_AREA)
-
-
 def make_pairs(split: str, crops_per_task: int, seed: int, tasks: tuple[str, ...] = TASKS,
                photos: tuple[str, ...] = ("astronaut", "coffee", "chelsea")) -> list[dict]:
-    """Real degraded pairs: 32² crops of scikit-image photos (named; grayscale ones as RGB), one degradation per row."""
+    """Real degraded pairs: 32² crops of built-in scikit-image photos (by name, at 96²), one degradation per row."""
     rng = np.random.default_rng(seed)
-    photos = [_photo(name) for name in photos]
+    whole = DataConfig(min_side=1)
+    photos = [cv2.resize(load_image(f"skimage://{name}", whole)[0], (96, 96), interpolation=cv2.INTER_AREA) for name in photos]
     rows = []
     for task in tasks:
         for _ in range(crops_per_task):

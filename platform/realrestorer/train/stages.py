@@ -86,8 +86,8 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
     images at a time. A dataset small enough (`cache_mb`) is shuffled row by row (seeded) and materialized
     once: every epoch then reads the object store instead of restarting a read-and-decode pipeline, which
     costs seconds per epoch on small sets (3 to 8 s for a 72-pair test set on the 2-core CI machine, whose
-    nine training steps an epoch took under a second). A larger one streams its shards in a seeded random order, and
-    the workers' local shuffle buffers mix rows across them.
+    nine training steps an epoch took under a second). A larger one streams its shards in a seeded random
+    order, and the workers' local shuffle buffers mix rows across them.
     """
     from realrestorer.data.shards import read_shards
 
@@ -212,7 +212,7 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     ingest = ray.train.DataConfig.default_ingest_options()
     # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
     ingest.preserve_order = True
-    # The stage draws its own bar over steps; Ray Data's would redraw for every epoch of a small cached set.
+    # Rank 0 prints the stage's progress over steps; Ray Data's bars would redraw for every epoch, as in the builder.
     ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = training_datasets(cfg, stage)
     # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
