@@ -46,6 +46,9 @@ def test_train_job_runs_stage1_on_local_ray(ray_session, mlflow_server, pair_dat
     # Rank 0's progress lines reach the driver's output, the last at the planned step count.
     assert re.search(r"stage1 · step 1/2 \(50 %\) · loss [0-9.]+ · [0-9.]+ samples/s · 0 min \d\d s left", done.stdout)
     assert re.search(r"stage1 · step 2/2 \(100 %\) · .* · 0 min 00 s left", done.stdout), done.stdout[-3000:]
+    # Once each: Ray Train's patched print in workers would also log the line to stderr.
+    output = done.stdout + done.stderr
+    assert output.count("stage1 · step 1/2 (50 %)") == 1 and output.count("stage1 · step 2/2 (100 %)") == 1, output[-3000:]
     # The val split holds one pair of each of the nine tasks: the summary counts wins over them.
     assert re.search(r"beats the identity baseline on \d of 9 tasks \(", done.stdout), done.stdout[-2000:]
     card = json.loads((tmp_path / "models" / "tiny-stage1" / "model_card.json").read_text())

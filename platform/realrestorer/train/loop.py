@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -228,8 +229,11 @@ def train_loop(config: dict[str, Any]) -> None:
                 metrics["synthetic_ratio"] = ratio_at(step, cfg.data.mixing, stage.steps)
             tracker.metrics(metrics, step=state["step"])
             if rank == 0:
-                print(progress_line(config["stage"], state["step"], stage.steps, first_step,
-                                    time.perf_counter() - started, metrics), flush=True)
+                # Not print(): Ray Train patches it in workers to log as well, so the driver showed each line
+                # twice (stdout and stderr) and three times in a terminal.
+                sys.stdout.write(progress_line(config["stage"], state["step"], stage.steps, first_step,
+                                               time.perf_counter() - started, metrics) + "\n")
+                sys.stdout.flush()
             window_loss, window_steps = 0.0, 0
         if (stage.val_every and state["step"] % stage.val_every == 0) or last:
             val_metrics, grid = _validate(module, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
