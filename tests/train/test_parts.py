@@ -239,6 +239,24 @@ def test_small_training_sets_are_read_once_and_large_ones_streamed(ray_session, 
     assert order == [row["task"] for row in training_datasets(cfg, stage)["train"].take_all()]
 
 
+def test_training_pairs_come_in_the_same_order_in_every_run(ray_session, tmp_path):
+    # A job re-run under the same name resumes at a saved (epoch, position) in this order, so it must not depend
+    # on which of Ray's read and decode tasks finish first (with many shards they finish in varying order).
+    from realrestorer.data.shards import write_pairs
+    from realrestorer.train.config import StageConfig
+    from realrestorer.train.stages import training_datasets
+
+    from tests.train.conftest import SIDE, make_pairs, micro_config
+
+    root = tmp_path / "pairs"
+    for index in range(12):
+        write_pairs(make_pairs("train", 1, seed=10 + index), str(root), index=index)
+    cfg = micro_config(str(tmp_path), str(root), f"data.resolution={SIDE}")
+    for stage in (StageConfig(), StageConfig(cache_mb=0)):
+        runs = [[row["degraded"].tobytes() for row in training_datasets(cfg, stage)["train"].iter_rows()] for _ in range(4)]
+        assert len(runs[0]) == 108 and all(run == runs[0] for run in runs[1:]), f"cache_mb={stage.cache_mb}"
+
+
 def test_progress_lines_count_steps_and_time_left_at_this_attempts_pace():
     from realrestorer.train.loop import progress_line
 

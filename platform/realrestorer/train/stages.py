@@ -96,6 +96,10 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
     cached = decoded_mb(cfg, stage.kinds, stop_above_mb=stage.cache_mb) <= stage.cache_mb
 
     def ordered(ds, decode: bool = False):
+        # Ordered execution (this dataset's context only): otherwise the seeded shuffle and the decode emit rows
+        # in the order Ray's tasks finish, which differs from run to run, and a job re-run under the same name
+        # would resume at its saved (epoch, position) in a different stream.
+        ds.context.execution_options.preserve_order = True
         ds = ds.select_columns(columns)
         ds = ds.random_shuffle(seed=cfg.seed) if cached else ds.randomize_block_order(seed=cfg.seed)
         if decode:
