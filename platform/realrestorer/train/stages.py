@@ -96,10 +96,12 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
     cached = decoded_mb(cfg, stage.kinds, stop_above_mb=stage.cache_mb) <= stage.cache_mb
 
     def ordered(ds, decode: bool = False):
-        # Ordered execution (this dataset's context only): otherwise the seeded shuffle and the decode emit rows
-        # in the order Ray's tasks finish, which differs from run to run, and a job re-run under the same name
-        # would resume at its saved (epoch, position) in a different stream.
+        # Settings on this dataset's own context, not the process-wide one. Ordered execution: otherwise the
+        # seeded shuffle and the decode emit rows in the order Ray's tasks finish, which differs from run to
+        # run, and a job re-run under the same name would resume at its saved (epoch, position) in another stream.
         ds.context.execution_options.preserve_order = True
+        # Rank 0 prints the stage's progress over steps; Ray Data's bars would redraw for every epoch.
+        ds.context.enable_progress_bars = False
         ds = ds.select_columns(columns)
         ds = ds.random_shuffle(seed=cfg.seed) if cached else ds.randomize_block_order(seed=cfg.seed)
         if decode:
@@ -206,7 +208,6 @@ def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str |
 def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     """Train one stage on Ray Train + DeepSpeed (resuming a run of the same name), then consolidate its model."""
     import ray
-    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -216,8 +217,6 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     ingest = ray.train.DataConfig.default_ingest_options()
     # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
     ingest.preserve_order = True
-    # Rank 0 prints the stage's progress over steps; Ray Data's bars would redraw for every epoch, as in the builder.
-    ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = training_datasets(cfg, stage)
     # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
     data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
