@@ -7,12 +7,15 @@ batch is engine-degraded crops of the built-in photos, one task after another
 real pixel statistics matter on CPU, where subnormal floats slowed a real batch
 by a third in the training worker and not a random one.
 
-  bare       torch AdamW on the DiT; on GPU fp32 weights with bf16 autocast
+  bare       torch AdamW on the DiT (fused on GPU); on GPU fp32 weights with bf16 autocast
   deepspeed  the trainer's DeepSpeed engine (bf16 + fp32 master weights on GPU, fp32 on CPU), no Ray
   ray        the same engine inside a one-worker Ray Train TorchTrainer
 
-`--no-ray` drops the Ray variant (for a GPU box without Ray). Prints a table,
-then one JSON line.
+The ZeRO stage and whether the DiT's blocks are compiled come from the config's
+stage 1 (`train.stage1.zero_stage`, `train.stage1.compile`: flux-width takes the
+small preset's) unless `--zero` or `--compile/--no-compile` say otherwise; a
+compiled run's warmup steps take the compile. `--no-ray` drops the Ray variant
+(for a GPU box without Ray). Prints a table, then one JSON line.
 
     python benchmarks/train_step.py --config tiny
     python benchmarks/train_step.py --config flux-width --no-ray
@@ -29,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 CONFIGS = ("tiny", "small", "flux-width")
-DEFAULT_BATCH = {"tiny": 16, "small": 32, "flux-width": 8}
+DEFAULT_BATCH = {"tiny": 16, "small": 32, "flux-width": 16}
 # FLUX width and heads at reduced depth; 8×8 pixel cells give FLUX's 1024 target tokens at 512².
 FLUX_WIDTH = [
     "model.dit.num_layers=2", "model.dit.num_single_layers=4", "model.dit.attention_head_dim=128",
@@ -142,15 +145,19 @@ def _device():
 
 
 def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "photos",
-                 overrides: tuple[str, ...] = ()) -> dict:
+                 overrides: tuple[str, ...] = (), compile: bool = False) -> dict:
     import torch
 
     from realrestorer.model import build_restorer
+    from realrestorer.model.transformer import compile_blocks
 
     device = _device()
     cfg = model_config(name, overrides)
     restorer = build_restorer(cfg.model).to(device).train()
-    optimizer = torch.optim.AdamW(restorer.dit.parameters(), lr=1e-4)
+    if compile:
+        compile_blocks(restorer.dit)
+    # The trainer's optimizer: torch AdamW, fused on GPU (train/deepspeed.py).
+    optimizer = torch.optim.AdamW(restorer.dit.parameters(), lr=1e-4, fused=device.type == "cuda")
     clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -166,12 +173,13 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "ph
 
 
 def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
-                      overrides: tuple[str, ...] = ()) -> dict:
+                      overrides: tuple[str, ...] = (), compile: bool = False) -> dict:
     import deepspeed
     import torch
 
     from realrestorer.model import build_restorer
     from realrestorer.train.config import StageConfig
+    from realrestorer.model.transformer import compile_blocks
     from realrestorer.train.deepspeed import deepspeed_config
 
     device = _device()
@@ -183,8 +191,11 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
         os.environ.setdefault("LOCAL_RANK", "0")
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     cfg = model_config(name, overrides)
-    stage = StageConfig(batch_size=batch, micro_batch_size=batch, zero_stage=zero_stage, use_gpu=device.type == "cuda")
+    stage = StageConfig(batch_size=batch, micro_batch_size=batch, zero_stage=zero_stage, use_gpu=device.type == "cuda",
+                        compile=compile)
     restorer = build_restorer(cfg.model)
+    if stage.compile:
+        compile_blocks(restorer.dit)
     engine, *_ = deepspeed.initialize(model=restorer, model_parameters=list(restorer.dit.parameters()), config=deepspeed_config(stage))
     engine.train()
     clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
@@ -198,7 +209,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
 
 
 def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
-                overrides: tuple[str, ...] = ()) -> dict:
+                overrides: tuple[str, ...] = (), compile: bool = False) -> dict:
     import ray
     import ray.train
     import torch
@@ -208,7 +219,7 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
         from realrestorer.train.throughput import cpu_math
 
         cpu_math(config["threads"])
-        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage, data, overrides)
+        measured = measure_deepspeed(name, batch, warmup, steps, zero_stage, data, overrides, compile)
         # Train V2 keeps only metrics that come with a checkpoint: ship them as one.
         with tempfile.TemporaryDirectory() as directory:
             Path(directory, "metrics.json").write_text(json.dumps(measured))
@@ -237,7 +248,7 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
 def _child(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data,
-               *[f"--set={item}" for item in args.set]]
+               *[f"--set={item}" for item in args.set], "--compile" if args.compile else "--no-compile"]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -254,13 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="samples per step (default per config)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--zero", type=int, default=2, choices=(0, 1, 2, 3), help="DeepSpeed ZeRO stage")
+    parser.add_argument("--zero", type=int, default=None, choices=(0, 1, 2, 3),
+                        help="DeepSpeed ZeRO stage (default: the config's train.stage1.zero_stage)")
     parser.add_argument("--data", default="photos", choices=("photos", "random"),
                         help="the fixed batch: engine-degraded crops of the built-in photos (real pixel statistics, "
                              "so data-dependent slow paths show), or uniform noise (needs no image stack)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, repeatable (e.g. model.text_encoder_path=DIR on a box without the "
                              "MiniLM package)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the DiT's blocks in every variant, as train.<stage>.compile does "
+                             "(default: the config's train.stage1.compile)")
     parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
     parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -268,17 +283,22 @@ def main(argv: list[str] | None = None) -> int:
     from realrestorer.config import ConfigError
 
     try:
-        model_config(args.config, args.set)  # a bad --set fails here, in one line, before any child starts
+        cfg = model_config(args.config, args.set)  # a bad --set fails here, in one line, before any child starts
     except ConfigError as err:
         parser.error(str(err))
+    args.zero = cfg.train.stage1.zero_stage if args.zero is None else args.zero
+    args.compile = cfg.train.stage1.compile if args.compile is None else args.compile
+    if args.compile and args.zero == 3:
+        parser.error("--compile needs ZeRO <= 2 (as train.<stage>.compile does)")
 
     if args.variant == "bare":
-        result = measure_bare(args.config, args.batch, args.warmup, args.steps, args.data, tuple(args.set))
+        result = measure_bare(args.config, args.batch, args.warmup, args.steps, args.data, tuple(args.set), args.compile)
         print(json.dumps(result))
         return 0
     if args.variant in ("deepspeed", "ray"):
         measure = measure_deepspeed if args.variant == "deepspeed" else measure_ray
-        result = measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data, tuple(args.set))
+        result = measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data, tuple(args.set),
+                         args.compile)
         print(json.dumps(result))
         return 0
 
@@ -286,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {variant: _child(variant, args) for variant in variants}
     bare = results["bare"]["samples_per_s"]
     gpu = "mfu" in results["bare"]
-    print(f"train step · config {args.config} · batch {args.batch} ({args.data}) · ZeRO-{args.zero} · {results['bare']['device']}")
+    compiled = " · compiled blocks" if args.compile else ""
+    print(f"train step · config {args.config} · batch {args.batch} ({args.data}) · ZeRO-{args.zero}{compiled} · "
+          f"{results['bare']['device']}")
     print(f"{'variant':<11}{'samples/s':>11}{'tokens/s':>12}{'MFU':>8}{'peak MB':>10}{'ratio':>8}")
     for variant, r in results.items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
@@ -295,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = results["deepspeed" if args.no_ray else "ray"]
     summary = {
         "benchmark": "train_step", "config": args.config, "batch": args.batch, "data": args.data, "zero_stage": args.zero,
+        "compile": args.compile,
         "device": results["bare"]["device"], "results": results,
         "ratio": trainer["samples_per_s"] / bare, "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
     }

@@ -34,6 +34,7 @@ def test_unknown_stage_is_a_clear_error():
     [
         ({"batch_size": 10, "micro_batch_size": 4}, "not a multiple of micro_batch_size"),
         ({"ema_decay": 0.99, "zero_stage": 3}, "ema_decay needs zero_stage <= 2"),
+        ({"compile": True, "zero_stage": 3}, "compile needs zero_stage <= 2"),
         ({"steps": 10, "warmup_steps": 10}, "warmup_steps 10 must be below steps 10"),
         ({"kinds": ["synthetic", "synthetic"]}, "repeats a kind"),
     ],
@@ -78,11 +79,13 @@ def test_deepspeed_config_on_cpu_and_gpu():
     assert cpu["gradient_accumulation_steps"] == 2
     assert cpu["zero_optimization"]["stage"] == 2 and cpu["zero_optimization"]["overlap_comm"] is False
     assert cpu["optimizer"]["type"] == "AdamW" and cpu["optimizer"]["params"]["torch_adam"] is True
+    assert cpu["optimizer"]["params"]["fused"] is False  # torch's fused AdamW is the GPU path
     assert cpu["gradient_clipping"] == 0.5
 
     gpu = deepspeed_config(StageConfig(use_gpu=True, zero_stage=3, warmup_steps=10, lr=2e-4))
     assert gpu["bf16"]["enabled"] is True
     assert gpu["zero_optimization"]["stage"] == 3
+    assert gpu["optimizer"]["params"]["fused"] is True
     assert gpu["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     # The optimizer starts at the first warmup LR; the loop sets each later step's LR itself.
     assert gpu["optimizer"]["params"]["lr"] == pytest.approx(2e-5)

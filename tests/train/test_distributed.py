@@ -32,16 +32,17 @@ def one_and_two_workers(ray_session, uniform_dataset, tmp_path_factory):
 
     Every row is the same pair, so both runs see the same global batches whichever rows Ray Data hands to which
     worker; the noise of each micro-batch depends on its global index only, so the two workers' gradients differ
-    and must be averaged exactly as one worker accumulates them.
+    and must be averaged exactly as one worker accumulates them. The one worker also compiles its DiT blocks
+    (`train.stage1.compile`), which must not change what it learns either.
     """
     root = tmp_path_factory.mktemp("zero2")
     common = ("train.stage1.steps=3", "train.stage1.checkpoint_every=3", "train.stage1.zero_stage=2")
-    one = _run(root, uniform_dataset, "one", "train.stage1.num_workers=1", *common)
+    one = _run(root, uniform_dataset, "one", "train.stage1.num_workers=1", "train.stage1.compile=true", *common)
     two = _run(root, uniform_dataset, "two", "train.stage1.num_workers=2", *common)
     return one, two
 
 
-def test_two_zero2_workers_match_one_worker_on_the_same_global_batch(one_and_two_workers):
+def test_two_zero2_workers_match_one_compiled_worker_on_the_same_global_batch(one_and_two_workers):
     one, two = one_and_two_workers
     assert one["steps"] == two["steps"] == 3
     assert two["metrics"]["loss"] == pytest.approx(one["metrics"]["loss"], rel=1e-4)

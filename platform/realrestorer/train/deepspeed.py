@@ -29,7 +29,8 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": stage.micro_batch_size,
         "gradient_accumulation_steps": stage.grad_accumulation,
         "gradient_clipping": stage.grad_clip,
-        # torch_adam: plain torch AdamW; otherwise DeepSpeed JIT-builds FusedAdam (minutes, CUDA only).
+        # torch_adam: torch's AdamW; otherwise DeepSpeed JIT-builds FusedAdam (minutes, CUDA only). On GPU torch's
+        # own fused kernel updates all parameters in a few launches instead of one per tensor and operation.
         "optimizer": {
             "type": "AdamW",
             "params": {
@@ -38,6 +39,7 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
                 "eps": stage.eps,
                 "weight_decay": stage.weight_decay,
                 "torch_adam": True,
+                "fused": stage.use_gpu,
             },
         },
         "zero_optimization": zero,

@@ -33,6 +33,7 @@ import torch
 
 from realrestorer.config import PipelineConfig
 from realrestorer.model.restorer import build_restorer, load_dit
+from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
 from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, step_seed
@@ -146,6 +147,8 @@ def train_loop(config: dict[str, Any]) -> None:
         restorer.dit = load_dit(config["init_dit"], cfg.model, key=f"train.{config['stage']}.init_from")
     if stage.grad_checkpointing:
         restorer.dit.enable_gradient_checkpointing()
+    if stage.compile:
+        compile_blocks(restorer.dit)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=restorer, model_parameters=[p for p in restorer.dit.parameters() if p.requires_grad],
         config=deepspeed_config(stage),
