@@ -103,11 +103,22 @@ def _fixed_batch(model_cfg, batch: int, device, kind: str = "photos"):
     return clean.to(device), (clean * 0.5 + 0.2).to(device), prompts
 
 
-def _timed(step, device, warmup: int, steps: int) -> float:
+def _timed(step, device, warmup: int, steps: int, profile_to: str | None = None) -> float:
+    """Seconds of `steps` steps after `warmup` ones; with `profile_to`, first profile `steps` more into that file."""
     from realrestorer.train.throughput import Stopwatch
 
     for _ in range(warmup):
         step()
+    if profile_to:
+        from torch.profiler import ProfilerActivity, profile
+
+        gpu = device.type == "cuda"
+        with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if gpu else [])]) as prof:
+            for _ in range(steps):
+                step()
+            Stopwatch(device)  # waits for the queued kernels inside the profiled window
+        table = prof.key_averages().table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total", row_limit=40)
+        Path(profile_to).write_text(f"{steps} steps\n{table}\n")
     watch = Stopwatch(device)
     for _ in range(steps):
         step()
@@ -145,7 +156,7 @@ def _device():
 
 
 def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "photos",
-                 overrides: tuple[str, ...] = (), compile: bool = False) -> dict:
+                 overrides: tuple[str, ...] = (), compile: bool = False, profile_to: str | None = None) -> dict:
     import torch
 
     from realrestorer.model import build_restorer
@@ -169,11 +180,11 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "ph
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
+    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps, profile_to))
 
 
 def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
-                      overrides: tuple[str, ...] = (), compile: bool = False) -> dict:
+                      overrides: tuple[str, ...] = (), compile: bool = False, profile_to: str | None = None) -> dict:
     import deepspeed
     import torch
 
@@ -205,7 +216,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
         engine.backward(loss)
         engine.step()
 
-    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps))
+    return _result(cfg, device, batch, steps, _timed(step, device, warmup, steps, profile_to))
 
 
 def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
@@ -248,7 +259,8 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
 def _child(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data,
-               *[f"--set={item}" for item in args.set], "--compile" if args.compile else "--no-compile"]
+               *[f"--set={item}" for item in args.set], "--compile" if args.compile else "--no-compile",
+               *([f"--profile={args.profile}"] if args.profile else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -277,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile the DiT's blocks in every variant, as train.<stage>.compile does "
                              "(default: the config's train.stage1.compile)")
     parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also profile --steps extra steps of the bare and DeepSpeed variants (torch.profiler, "
+                             "untimed) and write each one's top operators to DIR/profile-<config>-<variant>.txt")
     parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or DEFAULT_BATCH[args.config]
@@ -291,14 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile and args.zero == 3:
         parser.error("--compile needs ZeRO <= 2 (as train.<stage>.compile does)")
 
-    if args.variant == "bare":
-        result = measure_bare(args.config, args.batch, args.warmup, args.steps, args.data, tuple(args.set), args.compile)
-        print(json.dumps(result))
-        return 0
-    if args.variant in ("deepspeed", "ray"):
-        measure = measure_deepspeed if args.variant == "deepspeed" else measure_ray
-        result = measure(args.config, args.batch, args.warmup, args.steps, args.zero, args.data, tuple(args.set),
-                         args.compile)
+    if args.variant:
+        profile_to = None
+        if args.profile and args.variant != "ray":
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            profile_to = str(Path(args.profile) / f"profile-{args.config}-{args.variant}.txt")
+        if args.variant == "bare":
+            result = measure_bare(args.config, args.batch, args.warmup, args.steps, args.data, tuple(args.set),
+                                  args.compile, profile_to)
+        elif args.variant == "deepspeed":
+            result = measure_deepspeed(args.config, args.batch, args.warmup, args.steps, args.zero, args.data,
+                                       tuple(args.set), args.compile, profile_to)
+        else:
+            result = measure_ray(args.config, args.batch, args.warmup, args.steps, args.zero, args.data,
+                                 tuple(args.set), args.compile)
         print(json.dumps(result))
         return 0
 

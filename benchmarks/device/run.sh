@@ -4,6 +4,7 @@
 # bare loop. Each argument is one run's train_step.py options (default: "--config flux-width" and
 # "--config small", each with its config's ZeRO stage, compile setting and batch):
 #   bash benchmarks/device/run.sh "--config flux-width" "--config flux-width --no-compile --zero 2 --batch 8"
+#   bash benchmarks/device/run.sh "--config flux-width --profile $OUT"   # where the step's time goes
 # Logs and JSON lines go to $OUT, train_step-1.log for the first argument and so on, as each finishes.
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^if /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0; fi
 set -uo pipefail
