@@ -98,7 +98,8 @@ def test_consolidated_model_serves_the_trained_weights(one_and_two_workers, unif
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_dataset, tmp_path, monkeypatch):
     from realrestorer.train.loop import FAIL_AT_STEP_ENV
 
-    steps = ("train.stage1.steps=5", "train.stage1.checkpoint_every=2", "train.stage1.num_workers=2", "train.stage1.zero_stage=2",
+    # ZeRO-1 (the small preset's stage): its partitioned optimizer state is saved, resumed and consolidated here.
+    steps = ("train.stage1.steps=5", "train.stage1.checkpoint_every=2", "train.stage1.num_workers=2", "train.stage1.zero_stage=1",
              "train.stage1.ema_decay=null")
     monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
     with pytest.raises(Exception, match="(?i)fail|died|exit"):
@@ -113,7 +114,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_data
     assert state["starts"] == [0, 2]
     # 36 pairs / 2 workers = 18 per worker = 9 micro-batches of 2 per epoch; 5 steps took 5 of them.
     assert (state["epoch"], state["position"]) == (0, 5)
-    # Without EMA the served weights are the trained ones, gathered from the ZeRO-2 partitions.
+    # Without EMA the served weights are the trained ones, gathered from the ZeRO-1 partitions.
     from realrestorer.model import load_restorer
 
     served = load_restorer(result["model_uri"]).dit.state_dict()
