@@ -110,13 +110,15 @@ def _timed(step, device, warmup: int, steps: int, profile_to: str | None = None)
     for _ in range(warmup):
         step()
     if profile_to:
+        import torch
         from torch.profiler import ProfilerActivity, profile
 
         gpu = device.type == "cuda"
         with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if gpu else [])]) as prof:
             for _ in range(steps):
                 step()
-            Stopwatch(device)  # waits for the queued kernels inside the profiled window
+            if gpu:
+                torch.cuda.synchronize(device)  # the queued kernels finish inside the profiled window
         table = prof.key_averages().table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total", row_limit=40)
         Path(profile_to).write_text(f"{steps} steps\n{table}\n")
     watch = Stopwatch(device)
@@ -189,8 +191,8 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     import torch
 
     from realrestorer.model import build_restorer
-    from realrestorer.train.config import StageConfig
     from realrestorer.model.transformer import compile_blocks
+    from realrestorer.train.config import StageConfig
     from realrestorer.train.deepspeed import deepspeed_config
 
     device = _device()
@@ -303,8 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     args.zero = cfg.train.stage1.zero_stage if args.zero is None else args.zero
     args.compile = cfg.train.stage1.compile if args.compile is None else args.compile
-    if args.compile and args.zero == 3:
-        parser.error("--compile needs ZeRO <= 2 (as train.<stage>.compile does)")
+    from pydantic import ValidationError
+
+    from realrestorer.train.config import StageConfig
+
+    try:  # the trainer's own rules for the pair (compile needs ZeRO <= 2), before any child starts
+        StageConfig(zero_stage=args.zero, compile=args.compile)
+    except ValidationError as err:
+        parser.error(err.errors()[0]["msg"].removeprefix("Value error, "))
 
     if args.variant:
         profile_to = None
