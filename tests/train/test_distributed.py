@@ -139,3 +139,39 @@ def test_zero3_partitions_train_and_consolidate_as_zero2_does(ray_session, unifo
     for name, value in served2.items():
         torch.testing.assert_close(served3[name], value, rtol=1e-4, atol=1e-6, msg=name)
     assert any(v.abs().sum() > 0 for k, v in served3.items() if k.startswith("proj_out"))
+
+
+def test_a_run_on_object_storage_checkpoints_resumes_and_serves_from_s3(ray_session, s3_server, tmp_path, monkeypatch):
+    """A cluster's storage: shards, Ray Train checkpoints and the consolidated model all under one s3:// root."""
+    import s3fs
+
+    from realrestorer.data.shards import write_pairs
+    from realrestorer.model import load_restorer
+    from realrestorer.train.loop import FAIL_AT_STEP_ENV
+    from tests.train.conftest import make_pairs
+
+    root = "s3://test-bucket/cluster"
+    dataset = f"{root}/datasets/pairs"
+    write_pairs(make_pairs("train", 2, seed=1) + make_pairs("val", 1, seed=2), dataset)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, use_listings_cache=False)
+    steps = ("train.stage1.steps=4", "train.stage1.checkpoint_every=2", "train.stage1.ema_decay=null")
+
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
+    with pytest.raises(Exception, match="(?i)fail|died|exit"):
+        _run(root, dataset, "s3run", *steps)
+    run_dir = "test-bucket/cluster/train/s3run"
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(run_dir) if "step-" in p) == ["step-00000002"]
+    monkeypatch.delenv(FAIL_AT_STEP_ENV)
+
+    result = _run(root, dataset, "s3run", *steps)
+    assert result["steps"] == 4
+    assert result["model_uri"] == f"{root}/models/s3run"
+    final = f"{run_dir}/step-00000004"
+    assert json.loads(fs.cat(f"{final}/train_state.json"))["starts"] == [0, 2]
+    # The model a server would load from s3 holds the weights the last checkpoint trained.
+    fs.get(final, str(tmp_path / "final"), recursive=True)
+    trained = _module_states(str(tmp_path / "final"))
+    served = load_restorer(result["model_uri"]).dit.state_dict()
+    assert set(served) == set(trained) and all(torch.equal(served[k], trained[k]) for k in trained)
+    card = json.loads(fs.cat("test-bucket/cluster/models/s3run/model_card.json"))
+    assert card["data_manifest_sha256"] is None and card["data_uri"] == dataset and card["step"] == 4
