@@ -142,3 +142,40 @@ def test_components_and_checkpoints_load_from_s3(weights, s3_server, tmp_path, m
     assert psnr(a, loaded.restore(img, ["noise"], num_steps=2)) == float("inf")
     with pytest.raises(MissingWeightsError, match=r"checkpoint: s3://test-bucket/model-tests/absent not found"):
         load_restorer("s3://test-bucket/model-tests/absent")
+
+
+def _fetch(uri: str, start, results) -> None:
+    """One node's worker: wait for the others, then resolve the remote weights to the local cache."""
+    import hashlib
+
+    from realrestorer.model.weights import resolve_dir
+
+    start.wait()
+    local = resolve_dir(uri, "model.pretrained_dit_path", ("weights.bin",))
+    stat = (local / "weights.bin").stat()
+    results.put((hashlib.sha256((local / "weights.bin").read_bytes()).hexdigest(), stat.st_ino, stat.st_mtime_ns))
+
+
+def test_workers_of_one_node_fetch_remote_weights_once(s3_server, tmp_path, monkeypatch):
+    """Four processes ask for the same s3:// weights at once: one download, and each reads the complete file."""
+    import hashlib
+    import multiprocessing
+
+    import numpy as np
+    import s3fs
+
+    payload = np.random.default_rng(0).bytes(48 * 2**20)
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}).pipe("test-bucket/node-cache/weights.bin", payload)
+    monkeypatch.setenv("REALRESTORER_CACHE", str(tmp_path / "cache"))
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_fetch, args=("s3://test-bucket/node-cache", start, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    seen = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    # Every worker read the whole file, and all saw the same write of it: it was fetched once.
+    assert {digest for digest, _, _ in seen} == {hashlib.sha256(payload).hexdigest()}
+    assert len({(ino, mtime) for _, ino, mtime in seen}) == 1

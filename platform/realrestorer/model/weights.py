@@ -18,7 +18,12 @@ def _cache_root() -> Path:
 
 def _download(uri: str, key: str) -> Path:
     # Remote directories are mirrored into a cache named by the URI and its listing (names, sizes, ETags),
-    # so from_pretrained reads local files and a rewritten checkpoint is fetched again.
+    # so from_pretrained reads local files and a rewritten checkpoint is fetched again. The training workers of
+    # one node (one per GPU) all ask at once: one of them downloads under a lock while the others wait, so
+    # the files are fetched once and nobody reads a file another process is still writing.
+    import fcntl
+    import shutil
+
     from realrestorer.storage import filesystem
 
     fs, path = filesystem(uri)
@@ -28,14 +33,22 @@ def _download(uri: str, key: str) -> Path:
     fingerprint = json.dumps(
         sorted((name, info.get("size"), str(info.get("ETag", info.get("mtime")))) for name, info in listing.items())
     )
-    local = _cache_root() / hashlib.sha256((uri + fingerprint).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((uri + fingerprint).encode()).hexdigest()[:16]
+    local = _cache_root() / digest
     marker = local / ".complete"
-    if not marker.exists():
-        for name in listing:
-            target = local / name[len(path) :].lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(name, str(target))
-        marker.touch()
+    if marker.exists():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with open(local.parent / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            # Whatever an interrupted download left is fetched again.
+            shutil.rmtree(local, ignore_errors=True)
+            for name in listing:
+                target = local / name[len(path) :].lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(name, str(target))
+            marker.touch()
     return local
 
 
