@@ -146,13 +146,12 @@ def _result(cfg, device, batch: int, steps: int, seconds: float) -> dict:
 def _device():
     import torch
 
-    from realrestorer.train.throughput import cpu_math
+    from realrestorer.train.throughput import cpu_math, cuda_math
 
     cpu_math(torch.get_num_threads())  # as the trainer's worker does, in every variant
 
     if torch.cuda.is_available():
-        # cuDNN's SDPA backward failed on FLUX-shaped stacks on an H100 (ENVIRONMENT.md).
-        torch.backends.cuda.enable_cudnn_sdp(False)
+        cuda_math()
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -193,7 +192,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     from realrestorer.model import build_restorer
     from realrestorer.model.transformer import compile_blocks
     from realrestorer.train.config import StageConfig
-    from realrestorer.train.deepspeed import deepspeed_config
+    from realrestorer.train.deepspeed import build_engine
 
     device = _device()
     if not torch.distributed.is_initialized():
@@ -209,7 +208,7 @@ def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage
     restorer = build_restorer(cfg.model)
     if stage.compile:
         compile_blocks(restorer.dit)
-    engine, *_ = deepspeed.initialize(model=restorer, model_parameters=list(restorer.dit.parameters()), config=deepspeed_config(stage))
+    engine, _ = build_engine(restorer, stage, device)
     engine.train()
     clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
 

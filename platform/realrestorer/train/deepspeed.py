@@ -1,4 +1,4 @@
-"""The DeepSpeed config of a stage: ZeRO stage, precision, AdamW, clipping.
+"""The DeepSpeed engine of a stage: its config (ZeRO stage, precision, AdamW, clipping) and what it wraps.
 
 Building the dict imports no deepspeed, so the driver (and tests) can inspect
 it without DeepSpeed's import-time side effects.
@@ -7,6 +7,8 @@ it without DeepSpeed's import-time side effects.
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from realrestorer.train.config import StageConfig
 from realrestorer.train.schedule import learning_rate
@@ -48,3 +50,34 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
         "steps_per_print": _QUIET,
         "wall_clock_breakdown": False,
     }
+
+
+class DiTObjective(torch.nn.Module):
+    """What the engine wraps: the restorer's training loss, with the DiT as its only submodule.
+
+    ZeRO then partitions, casts and checkpoints the trained weights alone. The frozen codec and text encoder stay
+    whole on every rank, outside the engine: under ZeRO-3 each forward of a partitioned module is a collective,
+    and the text encoder runs only on the ranks that meet a prompt missing from their cache, so the ranks'
+    collectives would stop matching (gloo aborts with "collective mismatch"; NCCL hangs).
+    """
+
+    def __init__(self, restorer):
+        super().__init__()
+        self.dit = restorer.dit
+        object.__setattr__(self, "restorer", restorer)  # not registered: DeepSpeed must not see its frozen parts
+
+    def forward(self, clean, degraded, prompts, generator=None):
+        return self.restorer(clean, degraded, prompts, generator=generator)
+
+
+def build_engine(restorer, stage: StageConfig, device: torch.device):
+    """(engine, optimizer) training `restorer`'s DiT on `device`; the restorer's frozen parts move there too."""
+    import deepspeed
+
+    restorer.to(device)
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=DiTObjective(restorer),
+        model_parameters=[p for p in restorer.dit.parameters() if p.requires_grad],
+        config=deepspeed_config(stage),
+    )
+    return engine, optimizer

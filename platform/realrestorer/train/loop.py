@@ -37,10 +37,10 @@ from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
 from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, step_seed
-from realrestorer.train.deepspeed import deepspeed_config
+from realrestorer.train.deepspeed import build_engine
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
-from realrestorer.train.throughput import Stopwatch, cpu_math, dit_step_cost, peak_flops, rates
+from realrestorer.train.throughput import Stopwatch, cpu_math, cuda_math, dit_step_cost, peak_flops, rates
 
 FAIL_AT_STEP_ENV = "REALRESTORER_FAIL_AT_STEP"
 DEEPSPEED_TAG = "deepspeed"
@@ -128,8 +128,6 @@ class _Tracker:
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train's per-worker function for one stage; `config` comes from `stages.train_loop_config`."""
-    # Imported here, not at module import: importing deepspeed in the driver breaks Ray Train (ray#50406).
-    import deepspeed
     import ray.train
     import ray.train.torch
 
@@ -139,6 +137,8 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     cpu_math(stage.cpus_per_worker)
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        cuda_math()
 
     # diffusers initialises weights from torch's global generator: seed it so a run's start is reproducible.
     torch.manual_seed(cfg.seed)
@@ -149,12 +149,8 @@ def train_loop(config: dict[str, Any]) -> None:
         restorer.dit.enable_gradient_checkpointing()
     if stage.compile:
         compile_blocks(restorer.dit)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=restorer, model_parameters=[p for p in restorer.dit.parameters() if p.requires_grad],
-        config=deepspeed_config(stage),
-    )
-    module = engine.module
-    ema = EMA(module.dit, stage.ema_decay) if stage.ema_decay is not None and rank == 0 else None
+    engine, optimizer = build_engine(restorer, stage, device)
+    ema = EMA(restorer.dit, stage.ema_decay) if stage.ema_decay is not None and rank == 0 else None
 
     state = {"stage": config["stage"], "step": 0, "epoch": 0, "position": 0, "starts": []}
     checkpoint = ray.train.get_checkpoint()
@@ -215,7 +211,7 @@ def train_loop(config: dict[str, Any]) -> None:
             # Kept on the device: reading the loss every micro-step would stall the GPU queue.
             step_loss += loss.detach().float() / num_accum
         if ema is not None:
-            ema.update(module.dit)
+            ema.update(restorer.dit)
         state["step"] = step + 1
         window_loss, window_steps = window_loss + step_loss, window_steps + 1
 
@@ -239,7 +235,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 sys.stdout.flush()
             window_loss, window_steps = 0.0, 0
         if (stage.val_every and state["step"] % stage.val_every == 0) or last:
-            val_metrics, grid = _validate(module, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
+            val_metrics, grid = _validate(restorer, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
             tracker.metrics(val_metrics, step=state["step"])
             tracker.image(grid, f"samples/step-{state['step']:08d}.png")
             metrics.update(val_metrics, **identity)

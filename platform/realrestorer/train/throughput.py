@@ -27,6 +27,14 @@ def cpu_math(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def cuda_math() -> None:
+    """GPU attention set-up: cuDNN's SDPA kernels off (flash and memory-efficient SDPA remain).
+
+    cuDNN's SDPA backward failed on FLUX-shaped stacks on an H100 (CUBLAS_STATUS_EXECUTION_FAILED; ENVIRONMENT.md).
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 @dataclass(frozen=True)
 class StepCost:
     """The DiT's work for one training sample at the training resolution."""
