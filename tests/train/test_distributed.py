@@ -188,3 +188,27 @@ def test_a_run_on_object_storage_checkpoints_resumes_and_serves_from_s3(ray_sess
     assert set(served) == set(trained) and all(torch.equal(served[k], trained[k]) for k in trained)
     card = json.loads(fs.cat("test-bucket/cluster/models/s3run/model_card.json"))
     assert card["data_manifest_sha256"] is None and card["data_uri"] == dataset and card["step"] == 4
+
+
+def test_consolidation_keeps_the_trained_dtype_for_serving(one_and_two_workers, tmp_path):
+    """A bf16-trained model (the GPU presets) is saved with fp32 master weights but served in bf16, as trained."""
+    import ray
+    import ray.train
+
+    from realrestorer.config import PipelineConfig
+    from realrestorer.model import load_restorer
+    from realrestorer.train.stages import consolidate
+
+    _, two = one_and_two_workers
+    cfg = json.loads((Path(two["model_uri"]) / "model_card.json").read_text())["config"]
+    cfg["model"]["dtype"] = "bfloat16"
+    card = {"stage": "stage1", "preset": "tiny"}
+    out = str(tmp_path / "bf16")
+    ray.get(ray.remote(num_cpus=1)(consolidate).remote(ray.train.Checkpoint(two["checkpoint"]), cfg, card, out))
+    served = load_restorer(out)
+    assert served.dit.dtype == torch.bfloat16
+    assert PipelineConfig.model_validate(cfg).model.model_copy(update={"pretrained_dit_path": None}) == served.cfg.model_copy(
+        update={"pretrained_dit_path": None})
+    fp32 = load_restorer(two["model_uri"]).dit.state_dict()
+    for name, value in served.dit.state_dict().items():
+        assert torch.equal(value, fp32[name].to(torch.bfloat16)), name

@@ -152,21 +152,30 @@ class Restorer(nn.Module):
 
     def save(self, directory: str, card: dict) -> None:
         """Write `dit/` (diffusers safetensors) and `model_card.json` to a local directory or s3:// URI."""
-        if "://" in directory:
-            with tempfile.TemporaryDirectory() as tmp:
-                self.save(tmp, card)
-                from realrestorer.storage import filesystem
+        save_model(self.dit, self.cfg, directory, card)
 
-                fs, path = filesystem(directory)
-                fs.put(tmp.rstrip("/") + "/", path.rstrip("/"), recursive=True)
-            return
-        root = Path(directory)
-        root.mkdir(parents=True, exist_ok=True)
-        if (root / "dit").exists():
-            shutil.rmtree(root / "dit")
-        self.dit.save_pretrained(str(root / "dit"), safe_serialization=True)
-        full = {**card, "version": CARD_VERSION, "model": self.cfg.model_dump(mode="json")}
-        (root / CARD_NAME).write_text(json.dumps(full, indent=2, sort_keys=True))
+
+def save_model(dit, model_cfg: ModelConfig, directory: str, card: dict) -> None:
+    """Write a DiT as `dit/` (diffusers safetensors) and `card` plus `model_cfg` as `model_card.json`.
+
+    `load_restorer` builds the restorer the card's model section describes, in its dtype, around that DiT.
+    `directory` is local or an s3:// URI.
+    """
+    if "://" in directory:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(dit, model_cfg, tmp, card)
+            from realrestorer.storage import filesystem
+
+            fs, path = filesystem(directory)
+            fs.put(tmp.rstrip("/") + "/", path.rstrip("/"), recursive=True)
+        return
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / "dit").exists():
+        shutil.rmtree(root / "dit")
+    dit.save_pretrained(str(root / "dit"), safe_serialization=True)
+    full = {**card, "version": CARD_VERSION, "model": model_cfg.model_dump(mode="json")}
+    (root / CARD_NAME).write_text(json.dumps(full, indent=2, sort_keys=True))
 
 
 def build_restorer(model_cfg: ModelConfig) -> Restorer:
