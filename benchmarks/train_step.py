@@ -37,7 +37,7 @@ DEFAULT_BATCH = {"tiny": 16, "small": 32, "flux-width": 16}
 FLUX_WIDTH = [
     "model.dit.num_layers=2", "model.dit.num_single_layers=4", "model.dit.attention_head_dim=128",
     "model.dit.num_attention_heads=24", "model.dit.axes_dims_rope=[16, 56, 56]", "model.pixel_patch=8",
-    "model.dit.in_channels=768", "model.resolution=512",
+    "model.dit.in_channels=768", "model.resolution=512", "data.resolution=512",
 ]
 TARGETS = {"ratio_gpu": 0.9, "ratio_cpu": 0.8, "mfu_flux_width": 0.45}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from realrestorer.data.config import DataConfig
 from realrestorer.degrade.config import DegradeConfig
@@ -38,6 +38,13 @@ class PipelineConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _pairs_as_large_as_the_model_sees(self) -> "PipelineConfig":
+        if self.data.resolution < self.model.resolution:
+            raise ValueError(f"data.resolution {self.data.resolution} is below model.resolution {self.model.resolution}: "
+                             "every training pair would be upscaled, and its clean target blurred; build larger pairs")
+        return self
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,45 @@ def test_stage2_starts_from_the_consolidated_stage1_model(tmp_path):
     dit.mkdir(parents=True)
     (dit / "config.json").write_text("{}")
     assert init_dit_uri(cfg, "stage2") == f"{model_uri(cfg, 'stage1')}/dit"
+
+
+def test_local_paths_are_made_absolute_in_the_driver(tmp_path, monkeypatch):
+    """Workers run in Ray's directories, not the driver's: relative paths must not reach them."""
+    from realrestorer.train.stages import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("tiny", ["storage.root=runs/a", "model.pretrained_dit_path=~/dit", "train.stage1.init_from=models/b"])
+    out = with_absolute_paths(cfg)
+    assert out.storage.root == str(tmp_path / "runs" / "a")
+    assert out.model.pretrained_dit_path == str(Path.home() / "dit")
+    assert out.train.stage1.init_from == str(tmp_path / "models" / "b")
+    assert out.train.stage2.init_from == "stage1" and out.data.output is None and out.model.vae_path is None
+    remote = with_absolute_paths(load_config("tiny", ["storage.root=s3://bucket/runs"]))
+    assert remote.storage.root == "s3://bucket/runs"
+
+
+def test_a_stage_without_its_pairs_or_weights_fails_before_workers_start(tmp_path):
+    from realrestorer.data.shards import write_pairs
+    from realrestorer.model import MissingWeightsError
+    from realrestorer.train.stages import check_stage_inputs
+    from tests.train.conftest import make_pairs
+
+    write_pairs(make_pairs("train", 1, seed=0, tasks=("noise",)), str(tmp_path / "datasets" / "pairs"))
+    cfg = load_config("tiny", [f"storage.root={tmp_path}"])
+    check_stage_inputs(cfg, "stage1")
+    # Stage 2 asks for proxy pairs the builder made only without a real source; this set has synthetic pairs alone.
+    with pytest.raises(ValueError, match=r"train.stage2.kinds needs 'proxy' training pairs, but .* has synthetic$"):
+        check_stage_inputs(cfg, "stage2")
+    real = load_config("tiny", [f"storage.root={tmp_path}", "train.stage2.kinds=[synthetic, real]"])
+    with pytest.raises(ValueError, match="needs 'real'"):
+        check_stage_inputs(real, "stage2")
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder" / "config.json").write_text("{}")
+    missing = load_config("tiny", [f"storage.root={tmp_path}", f"model.text_encoder_path={tmp_path / 'encoder'}"])
+    with pytest.raises(MissingWeightsError, match=r"^model.text_encoder_path: .*encoder/model.safetensors \(or pytorch_model.bin\) not found$"):
+        check_stage_inputs(missing, "stage1")
+
+
+def test_pairs_smaller_than_the_model_resolution_are_refused():
+    with pytest.raises(ConfigError, match="data.resolution 64 is below model.resolution 128"):
+        load_config("tiny", ["model.resolution=128"])

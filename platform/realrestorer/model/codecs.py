@@ -51,12 +51,17 @@ class VAECodec(nn.Module):
         return ((self.vae.decode(z).sample.float() + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
+# The files a diffusers AutoencoderKL folder needs: each group's alternatives, one of which must be there.
+VAE_FILES = (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
+
+
 def load_vae(uri: str, key: str = "model.vae_path"):
     """An AutoencoderKL from a diffusers directory (local or s3://)."""
     from diffusers import AutoencoderKL
 
-    local = resolve_dir(uri, key, ("config.json",))
-    require_one_of(local, uri, key, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
+    local = resolve_dir(uri, key, ())
+    for names in VAE_FILES:
+        require_one_of(local, uri, key, names)
     return AutoencoderKL.from_pretrained(str(local), local_files_only=True)
 
 

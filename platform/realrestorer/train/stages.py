@@ -57,6 +57,51 @@ def init_dit_uri(cfg: PipelineConfig, stage_name: str) -> str | None:
     return dit
 
 
+def _absolute(path: str | None) -> str | None:
+    return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def with_absolute_paths(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with its local paths (storage root, dataset, weights, init_from) made absolute here, in the driver.
+
+    Train workers run in directories of Ray's choosing (a `ray job submit --working-dir` copy, another node's
+    home), where a relative path would name another folder, or none.
+    """
+    stages = {}
+    for name in STAGES:
+        stage = cfg.train.stage(name)
+        init_from = stage.init_from if stage.init_from in (None, *STAGES) else _absolute(stage.init_from)
+        stages[name] = stage.model_copy(update={"init_from": init_from})
+    model = {key: _absolute(getattr(cfg.model, key)) for key in ("pretrained_dit_path", "vae_path", "text_encoder_path")}
+    return cfg.model_copy(update={
+        "storage": cfg.storage.model_copy(update={"root": _absolute(cfg.storage.root)}),
+        "data": cfg.data.model_copy(update={"output": _absolute(cfg.data.output)}),
+        "model": cfg.model.model_copy(update=model),
+        "train": cfg.train.model_copy(update=stages),
+    })
+
+
+def check_stage_inputs(cfg: PipelineConfig, stage_name: str) -> None:
+    """One-line errors, before any worker starts, for a stage whose training pairs or weights are not there."""
+    from realrestorer.data.shards import shard_uris
+    from realrestorer.model.restorer import check_model_files
+
+    root = dataset_uri(cfg)
+    kinds = cfg.train.stage(stage_name).kinds
+    present = [kind for kind in ("synthetic", "real", "proxy") if shard_uris(root, "train", [kind], cfg.storage)]
+    missing = [kind for kind in kinds if kind not in present]
+    if missing:
+        has = ", ".join(present) if present else "none"
+        hint = ""
+        if "real" in missing and "proxy" in present:
+            hint = " (without data.real_source the builder makes 'proxy' pairs: set it and rebuild, or train on 'proxy')"
+        elif "proxy" in missing and "real" in present:
+            hint = " (with data.real_source set the builder makes 'real' pairs: train on 'real')"
+        raise ValueError(f"train.{stage_name}.kinds needs {', '.join(repr(k) for k in missing)} training pairs, but "
+                         f"{root} has {has}{hint}")
+    check_model_files(cfg.model)
+
+
 def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | None = None) -> float:
     """Decoded size in MB of the train pairs of `kinds` at `data.resolution`.
 
@@ -216,6 +261,8 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    cfg = with_absolute_paths(cfg)
+    check_stage_inputs(cfg, stage_name)
     stage = cfg.train.stage(stage_name)
     name = run_name(cfg, stage_name)
     started = time.perf_counter()
