@@ -136,6 +136,10 @@ def test_bad_batches_fail_with_clear_errors(overfit, pair):
         restorer(pair[0], pair[1][:, :2], [PROMPT])
     with pytest.raises(ValueError, match="3×H×W"):
         restorer.restore([pair[1][0, :1]], [PROMPT])
+    with pytest.raises(ValueError, match=r"floats in \[0, 1\], got torch.uint8"):
+        restorer.restore((pair[1] * 255).to(torch.uint8), [PROMPT])
+    with pytest.raises(ValueError, match="no images"):
+        restorer.restore([], [])
 
 
 def test_relative_loss_weighting_scores_each_sample_by_the_share_of_its_degradation_left():

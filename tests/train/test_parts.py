@@ -37,8 +37,12 @@ def test_pairs_of_different_sizes_are_refused():
     small, large = np.zeros((8, 8, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
     batch = {key: np.array([encode_image(small), encode_image(large)], dtype=object) for key in ("clean", "degraded")}
     batch.update(prompt=np.array(["", ""], dtype=object), task=np.array(["noise", "noise"], dtype=object))
-    with pytest.raises(ValueError, match="share one size"):
+    with pytest.raises(ValueError, match=r"^training pairs must share one size to be batched; got sizes \[\(8, 8\), \(16, 16\)\]"):
         decode_pairs(batch)
+    from realrestorer.train.validate import decode_val_set
+
+    with pytest.raises(ValueError, match="^validation pairs must share one size"):
+        decode_val_set({"clean": list(batch["clean"]), "degraded": list(batch["degraded"])})
 
 
 def test_step_seeds_are_stable_and_distinct():

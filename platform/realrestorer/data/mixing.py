@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from realrestorer.data.config import MixingConfig
-from realrestorer.data.shards import decode_image
+from realrestorer.data.shards import decode_stack
 from realrestorer.degrade import degrade
 
 
@@ -84,8 +84,8 @@ class MixingReader:
         picks = self.rng.random(self.batch_size) < ratio
         rows = [next(self.sources[bool(p)]) for p in picks]
         batch = {
-            "clean": np.stack([decode_image(r["clean"]) for r in rows]),
-            "degraded": np.stack([self._augment(decode_image(r["degraded"])) for r in rows]),
+            "clean": decode_stack([r["clean"] for r in rows], "mixed training pairs"),
+            "degraded": np.stack([self._augment(img) for img in decode_stack([r["degraded"] for r in rows], "mixed training pairs")]),
             "prompt": [r["prompt"] for r in rows],
             "task": [r["task"] for r in rows],
             "kind": [r["kind"] for r in rows],

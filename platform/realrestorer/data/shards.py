@@ -66,6 +66,16 @@ def decode_image(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def decode_stack(images: list[bytes], what: str) -> np.ndarray:
+    """Encoded images of one size → N×H×W×3 uint8; a one-line error naming `what` and the sizes when they differ."""
+    decoded = [decode_image(b) for b in images]
+    shapes = sorted({img.shape[:2] for img in decoded})
+    if len(shapes) > 1:
+        raise ValueError(f"{what} must share one size to be batched; got sizes {shapes[:4]}{' …' if len(shapes) > 4 else ''} "
+                         "(the dataset builder crops every pair to data.resolution)")
+    return np.stack(decoded)
+
+
 def encode_image(rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 97) -> bytes:
     """H×W×3 uint8 RGB → PNG (lossless) or JPEG bytes."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -129,11 +129,16 @@ class Restorer(nn.Module):
         token grid run as one batch. Image i's noise comes from `seed + i`, so it does not depend on batching.
         """
         images = list(degraded) if isinstance(degraded, (list, tuple)) else list(degraded.unbind(0))
+        if not images:
+            raise ValueError("no images to restore")
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
         for img in images:
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"each image must be 3×H×W, got {tuple(img.shape)}")
+            if not img.is_floating_point():
+                # A uint8 image read as floats would be 255 times too bright and come back clipped white.
+                raise ValueError(f"images must be floats in [0, 1], got {img.dtype} (divide uint8 images by 255)")
         num_steps = self.cfg.num_steps if num_steps is None else num_steps
         guidance = self.cfg.guidance if guidance is None else guidance
         dev = self.device

@@ -14,19 +14,16 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from realrestorer.data.shards import decode_image
+from realrestorer.data.shards import decode_stack
 
 COLUMNS = ("clean", "degraded", "prompt", "task")
 
 
 def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A Ray Data `map_batches` step: PNG/JPEG bytes → N×H×W×3 uint8 arrays (uint8 keeps the object store small)."""
-    clean = [decode_image(b) for b in batch["clean"]]
-    degraded = [decode_image(b) for b in batch["degraded"]]
-    shapes = {img.shape for img in clean + degraded}
-    if len(shapes) != 1:
-        raise ValueError(f"training pairs must share one size to be batched; got sizes {sorted(shapes)}")
-    return {"clean": np.stack(clean), "degraded": np.stack(degraded), "prompt": batch["prompt"], "task": batch["task"]}
+    both = decode_stack([*batch["clean"], *batch["degraded"]], "training pairs")
+    n = len(batch["clean"])
+    return {"clean": both[:n], "degraded": both[n:], "prompt": batch["prompt"], "task": batch["task"]}
 
 
 def _to_tensor(images_NHW3: np.ndarray) -> torch.Tensor:

@@ -23,7 +23,7 @@ from realrestorer.config import PipelineConfig
 from realrestorer.train.batches import decode_pairs
 from realrestorer.train.config import STAGES, StageConfig
 from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
-from realrestorer.train.validate import load_val_set
+from realrestorer.train.validate import decode_val_set, load_val_set
 
 CARD_FORMAT = "realrestorer-model"
 
@@ -246,11 +246,13 @@ def consolidate(checkpoint, cfg_json: dict[str, Any], card: dict[str, Any], out_
 def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
     """What every worker gets: the resolved config, init weights, validation pairs, MLflow run."""
     stage = cfg.train.stage(stage_name)
+    val = load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split)
+    decode_val_set(val)  # decodable and of one size: a one-line error here, not one per worker
     return {
         "cfg": cfg.model_dump(mode="json"),
         "stage": stage_name,
         "init_dit": init_dit_uri(cfg, stage_name),
-        "val": load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split),
+        "val": val,
         "mlflow_run_id": mlflow_run_id,
     }
 

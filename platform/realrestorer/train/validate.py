@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from realrestorer.data.shards import decode_image, read_shards
+from realrestorer.data.shards import decode_stack, read_shards
 
 
 def group_name(kind: str, task: str) -> str:
@@ -60,9 +60,8 @@ def load_val_set(root_uri: str, kinds: list[str], num_per_task: int, storage_cfg
 
 def decode_val_set(val: dict[str, list[Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Clean and degraded images of a val set as float32 N×H×W×3 in [0, 1]."""
-    clean = np.stack([decode_image(b) for b in val["clean"]]).astype(np.float32) / 255.0
-    degraded = np.stack([decode_image(b) for b in val["degraded"]]).astype(np.float32) / 255.0
-    return clean, degraded
+    both = decode_stack([*val["clean"], *val["degraded"]], "validation pairs").astype(np.float32) / 255.0
+    return both[: len(val["clean"])], both[len(val["clean"]) :]
 
 
 def image_scores(reference: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
