@@ -270,3 +270,30 @@ def test_progress_lines_count_steps_and_time_left_at_this_attempts_pace():
     # A resumed attempt paces itself on its own steps: 10 steps in 20 s since step 100, 190 to go.
     assert progress_line("stage2", 110, 300, 100, 20.0, metrics).endswith("(37 %) · loss 0.5000 · 4.0 samples/s · 6 min 20 s left")
     assert progress_line("stage1", 100, 100, 100, 0.0, metrics).endswith("? left")
+
+
+def test_mixed_sources_are_shuffled_and_split_between_workers(ray_session, pair_dataset):
+    """Stage 2's sources: each worker keeps every world-th row of one shared shuffled order, a new one each pass."""
+    from realrestorer.data.shards import read_shards
+    from realrestorer.train.batches import RankRows
+
+    # The file lists four pairs of one task, then four of the next: like a shard's crops of one source image.
+    ds = read_shards(pair_dataset, split="train")
+    ds.context.execution_options.preserve_order = True
+    file_order = [row["degraded"] for row in ds.take_all()]
+    key = {image: index for index, image in enumerate(file_order)}
+    shares = [RankRows(ds.iterator(), rank, 2, shuffle_buffer=16, seed=3) for rank in (0, 1)]
+    first = [[key[row["degraded"]] for row in share] for share in shares]
+    second = [[key[row["degraded"]] for row in share] for share in shares]
+    for passes in (first, second):
+        # The two workers' rows split the set: none twice, none left out.
+        assert sorted(passes[0] + passes[1]) == list(range(len(file_order)))
+        assert passes[0] != sorted(passes[0])
+        # A batch of 4 from the start of a share spans more than one file group of four.
+        assert len({index // 4 for index in passes[0][:4]}) > 1
+    assert first != second  # another order in the next pass
+    # The same seed gives the same orders: a restarted job replays its stream.
+    again = RankRows(ds.iterator(), 0, 2, shuffle_buffer=16, seed=3)
+    assert [key[row["degraded"]] for row in again] == first[0]
+    plain = [key[row["degraded"]] for row in RankRows(ds.iterator(), 0, 2)]
+    assert plain == list(range(0, len(file_order), 2))

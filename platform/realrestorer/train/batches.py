@@ -105,13 +105,32 @@ class RankRows:
     epoch ends at different steps; a streaming split waits for every worker at
     each epoch start and would deadlock against the gradient all-reduce. Each
     worker therefore reads the whole dataset and keeps its own rows.
+
+    With `shuffle_buffer` rows the stream passes a local shuffle first, seeded by `seed` and the pass number
+    and the same on every worker, so the workers' shares still split the rows between them. Shards keep each
+    source image's crops together: without it a batch would hold one or two images, in the same order every pass.
     """
 
-    def __init__(self, iterator, rank: int, world: int):
+    def __init__(self, iterator, rank: int, world: int, shuffle_buffer: int = 0, seed: int = 0):
         self.iterator, self.rank, self.world = iterator, rank, world
+        self.shuffle_buffer, self.seed, self.passes = shuffle_buffer, seed, 0
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        if not self.shuffle_buffer:
+            yield from self.iterator.iter_rows()
+            return
+        for batch in self.iterator.iter_batches(
+            batch_size=64, batch_format="numpy", local_shuffle_buffer_size=self.shuffle_buffer,
+            local_shuffle_seed=self.seed * 100_003 + self.passes,
+        ):
+            columns = list(batch)
+            for values in zip(*(batch[c] for c in columns)):
+                yield dict(zip(columns, values))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for index, row in enumerate(self.iterator.iter_rows()):
+        rows = self._rows()
+        self.passes += 1
+        for index, row in enumerate(rows):
             if index % self.world == self.rank:
                 yield row
 

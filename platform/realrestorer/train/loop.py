@@ -176,8 +176,8 @@ def train_loop(config: dict[str, Any]) -> None:
     num_accum = stage.grad_accumulation
     if stage.mixes:
         reader = MixingReader(
-            RankRows(ray.train.get_dataset_shard("synthetic"), rank, world),
-            RankRows(ray.train.get_dataset_shard("real"), rank, world),
+            RankRows(ray.train.get_dataset_shard("synthetic"), rank, world, stage.shuffle_buffer, cfg.seed),
+            RankRows(ray.train.get_dataset_shard("real"), rank, world, stage.shuffle_buffer, cfg.seed + 1),
             cfg.data.mixing, stage.micro_batch_size, stage.steps, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
         )
         stream = mixed_micro_batches(reader, state["step"], num_accum)
