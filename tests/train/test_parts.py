@@ -297,3 +297,27 @@ def test_mixed_sources_are_shuffled_and_split_between_workers(ray_session, pair_
     assert [key[row["degraded"]] for row in again] == first[0]
     plain = [key[row["degraded"]] for row in RankRows(ds.iterator(), 0, 2)]
     assert plain == list(range(0, len(file_order), 2))
+
+
+def test_a_tracking_server_that_goes_away_costs_its_metrics_not_the_training(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from realrestorer.tracking import start_local_server, stop_local_server
+    from realrestorer.train.loop import Tracker
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = start_local_server(tmp_path / "mlflow")
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("gone")).info.run_id
+    tracker = Tracker(uri, run, rank=0)
+    tracker.metrics({"loss": 0.5}, step=1)
+    assert [m.value for m in client.get_metric_history(run, "loss")] == [0.5]
+    stop_local_server(uri)
+    tracker.metrics({"loss": 0.4}, step=2)  # no exception: the server is gone
+    tracker.image(np.zeros((4, 4, 3), np.uint8), "grid.png")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow")]
+    assert len(warnings) == 1 and uri in warnings[0] and "training goes on" in warnings[0]
+    assert tracker.client is None
+    # Other ranks and tracking off log nothing and need no server.
+    assert Tracker(uri, run, rank=1).client is None and Tracker(None, None, rank=0).client is None

@@ -104,26 +104,42 @@ def progress_line(stage_name: str, step: int, total: int, first_step: int, secon
             f"{metrics['samples_per_s']:.1f} samples/s · {eta} left")
 
 
-class _Tracker:
-    """Rank 0's MLflow client on the run the driver opened; does nothing on other ranks or with tracking off."""
+class Tracker:
+    """Rank 0's MLflow client on the run the driver opened; does nothing on other ranks or with tracking off.
+
+    A tracking server that stops answering (or one on the driver's loopback, out of reach of a worker on
+    another node) costs the run its MLflow metrics, not the training: the first failure prints one line and
+    tracking stays off for the rest of this attempt; checkpoints and Ray Train's metrics go on as before.
+    """
 
     def __init__(self, uri: str | None, run_id: str | None, rank: int):
-        self.client = None
+        self.client, self.uri, self.run_id = None, uri, run_id
         if uri and run_id and rank == 0:
             import mlflow
 
-            self.client, self.run_id = mlflow.MlflowClient(uri), run_id
+            self.client = mlflow.MlflowClient(uri)
+
+    def _log(self, call, *args, **kwargs) -> None:
+        if self.client is None:
+            return
+        try:
+            call(self.client, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any failure of the tracking server, reported once
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            sys.stderr.write(f"warning: MLflow at {self.uri} failed ({type(err).__name__}: {first[:200]}); "
+                             "training goes on without MLflow logging\n")
+            self.client = None
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        if self.client is not None:
-            from mlflow.entities import Metric
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
 
-            now = int(1000 * time.time())
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+        now = int(1000 * time.time())
+        self._log(lambda c: c.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()]))
 
     def image(self, image: np.ndarray, name: str) -> None:
-        if self.client is not None:
-            self.client.log_image(self.run_id, image, artifact_file=name)
+        self._log(lambda c: c.log_image(self.run_id, image, artifact_file=name))
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -161,7 +177,7 @@ def train_loop(config: dict[str, Any]) -> None:
     state["starts"] = [*state["starts"], state["step"]]
 
     fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0"))
-    tracker = _Tracker(cfg.tracking.uri, config["mlflow_run_id"], rank)
+    tracker = Tracker(cfg.tracking.uri, config["mlflow_run_id"], rank)
     # Counted here, where diffusers is already imported: in the driver the import alone takes seconds.
     cost = dit_step_cost(cfg.model)
     peak = peak_flops(device)
