@@ -51,3 +51,12 @@ def test_qwen_vl_reads_image_and_prompt_from_a_local_directory(qwen_dir):
     assert not torch.allclose(hidden[0], other[0]) and torch.allclose(hidden[1], other[1], atol=1e-5)
     text_only, _ = text.encode(prompts)
     assert set(text._cache) == set(prompts) and not torch.allclose(text_only, hidden)
+
+
+def test_qwen_vl_loads_straight_into_the_model_dtype(qwen_dir):
+    """A bf16 model config loads the VLM in bf16 (half the host memory of fp32 then a cast), and it still reads images."""
+    cfg = ModelConfig(text_encoder="qwen2.5-vl", text_encoder_path=str(qwen_dir), max_text_tokens=300, dtype="bfloat16")
+    text = build_text_encoder(cfg)
+    assert {p.dtype for p in text.parameters()} == {torch.bfloat16}
+    hidden, pooled = text.encode(["please remove the noise"], torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0)))
+    assert hidden.dtype == torch.float32 and torch.isfinite(hidden).all() and pooled.shape == (1, 32)

@@ -97,8 +97,11 @@ QWEN_VL_FILES = (
 )
 
 
-def load_qwen_vl(uri: str, key: str):
-    """Qwen2.5-VL's processor and full model (LM head included) from a local folder or s3:// URI named by config `key`."""
+def load_qwen_vl(uri: str, key: str, dtype: torch.dtype | None = None):
+    """Qwen2.5-VL's processor and full model (LM head included) from a local folder or s3:// URI named by config `key`.
+
+    `dtype` loads the weights straight into it (bf16: 15 GB of host memory for the 7B model instead of 30).
+    """
     _offline()
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -106,7 +109,7 @@ def load_qwen_vl(uri: str, key: str):
     for names in QWEN_VL_FILES:
         require_one_of(local, uri, key, names)
     processor = AutoProcessor.from_pretrained(str(local), local_files_only=True)
-    return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(str(local), local_files_only=True)
+    return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(str(local), local_files_only=True, torch_dtype=dtype)
 
 
 def chat_prompt(processor, text: str, with_image: bool) -> str:
@@ -123,9 +126,9 @@ class QwenVLEncoder(nn.Module):
 
     needs_image = True
 
-    def __init__(self, uri: str, max_tokens: int, key: str = "model.text_encoder_path"):
+    def __init__(self, uri: str, max_tokens: int, key: str = "model.text_encoder_path", dtype: torch.dtype | None = None):
         super().__init__()
-        self.processor, full = load_qwen_vl(uri, key)
+        self.processor, full = load_qwen_vl(uri, key, dtype)
         # Only the backbone's hidden states condition the DiT; the LM head is dropped.
         self.encoder = full.model
         self.hidden_size = int(full.config.text_config.hidden_size)
@@ -166,6 +169,7 @@ def build_text_encoder(model_cfg) -> nn.Module:
     if model_cfg.text_encoder == "minilm":
         text = SentenceEncoder(model_cfg.text_encoder_path, model_cfg.max_text_tokens)
     else:
-        text = QwenVLEncoder(model_cfg.text_encoder_path, model_cfg.max_text_tokens)
+        dtype = torch.bfloat16 if model_cfg.dtype == "bfloat16" else torch.float32
+        text = QwenVLEncoder(model_cfg.text_encoder_path, model_cfg.max_text_tokens, dtype=dtype)
     text.requires_grad_(False)
     return text.eval()
