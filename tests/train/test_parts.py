@@ -321,3 +321,14 @@ def test_a_tracking_server_that_goes_away_costs_its_metrics_not_the_training(tmp
     assert tracker.client is None
     # Other ranks and tracking off log nothing and need no server.
     assert Tracker(uri, run, rank=1).client is None and Tracker(None, None, rank=0).client is None
+
+
+def test_a_run_resumed_on_another_worker_count_keeps_its_place_in_the_epoch():
+    from realrestorer.train.batches import resume_position
+
+    # 2 workers had each taken 6 micro-batches of their half: 12 in all, 3 each on 4 workers, 12 on one.
+    assert resume_position({"position": 6, "world": 2}, 4) == 3
+    assert resume_position({"position": 6, "world": 2}, 1) == 12
+    assert resume_position({"position": 5, "world": 2}, 4) == 2  # rounded down: a pair is seen again, none skipped
+    assert resume_position({"position": 6, "world": 2}, 2) is None
+    assert resume_position({"position": 6}, 3) is None  # checkpoints written before the count was recorded

@@ -68,6 +68,18 @@ def micro_batches(shard, micro_batch_size: int, shuffle_buffer: int, seed: int, 
         epoch, position = epoch + 1, 0
 
 
+def resume_position(state: dict[str, Any], world: int) -> int | None:
+    """A saved data position carried to another worker count, or None where the count is unchanged.
+
+    `position` counts micro-batches of one worker's share of an epoch, and each share is a 1/world split, so
+    on `world` workers instead of the saved count the epoch resumes after as many pairs in all (rounded down).
+    """
+    saved = state.get("world", world)
+    if saved == world:
+        return None
+    return state["position"] * saved // world
+
+
 def augment_pairs(clean: torch.Tensor, degraded: torch.Tensor, mode: str,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flip or turn for each B×3×H×W pair's clean and degraded image.

@@ -36,7 +36,7 @@ from realrestorer.model.restorer import build_restorer, load_dit
 from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
-from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, step_seed
+from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, resume_position, step_seed
 from realrestorer.train.deepspeed import build_engine
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
@@ -173,6 +173,12 @@ def train_loop(config: dict[str, Any]) -> None:
     resumed = checkpoint is not None
     if resumed:
         state = _load_state(engine, ema, checkpoint)
+        moved = resume_position(state, world)
+        if moved is not None and rank == 0:
+            sys.stdout.write(f"{config['stage']}: resuming on {world} workers instead of {state['world']}; "
+                             f"epoch {state['epoch']} goes on from micro-batch {moved} of each worker's share\n")
+        state["position"] = state["position"] if moved is None else moved
+    state["world"] = world
     # The step each attempt started from: a record of every resume.
     state["starts"] = [*state["starts"], state["step"]]
 
