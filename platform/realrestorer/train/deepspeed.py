@@ -71,10 +71,15 @@ class DiTObjective(torch.nn.Module):
 
 
 def build_engine(restorer, stage: StageConfig, device: torch.device):
-    """(engine, optimizer) training `restorer`'s DiT on `device`; the restorer's frozen parts move there too."""
+    """(engine, optimizer) training `restorer`'s DiT on `device`; the restorer's frozen parts move there too.
+
+    DeepSpeed places and casts the DiT itself (the whole DiT reaches each GPU before ZeRO-3 partitions it:
+    24 GB at 12 B in bf16; deepspeed.zero.Init would avoid that).
+    """
     import deepspeed
 
-    restorer.to(device)
+    restorer.codec.to(device)
+    restorer.text.to(device)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=DiTObjective(restorer),
         model_parameters=[p for p in restorer.dit.parameters() if p.requires_grad],
