@@ -121,6 +121,16 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_data
     trained = _module_states(result["checkpoint"])
     assert set(served) == set(trained) and all(torch.equal(served[k], trained[k]) for k in trained)
 
+    # Run again on one worker, its ZeRO-1 optimizer state (two partitions) could not load: refused up front.
+    from realrestorer.train.stages import check_resume_workers
+
+    again = micro_config(str(tmp_path), pair_dataset, *RUN, "train.stage1.run_name=killed", *steps)
+    check_resume_workers(again, "stage1")
+    fewer = again.model_copy(update={"train": again.train.model_copy(update={
+        "stage1": again.train.stage1.model_copy(update={"num_workers": 1, "batch_size": 2})})})
+    with pytest.raises(ValueError, match=r"^run killed was checkpointed on 2 workers.*num_workers=2"):
+        check_resume_workers(fewer, "stage1")
+
 
 def test_zero3_partitions_train_and_consolidate_as_zero2_does(ray_session, uniform_dataset, tmp_path):
     """ZeRO-3 (the flux-12b preset's stage) on two workers: the updates and the served model of one ZeRO-2 worker."""

@@ -86,10 +86,10 @@ def _vlm_size(h: int, w: int) -> tuple[int, int]:
     return max(VLM_PATCH, round(h * s / VLM_PATCH) * VLM_PATCH), max(VLM_PATCH, round(w * s / VLM_PATCH) * VLM_PATCH)
 
 
-# The files of a Qwen2.5-VL checkpoint, each group one file under alternative names. Released checkpoints
-# carry preprocessor_config.json; transformers 5 writes processor_config.json.
 # A transformers sentence encoder folder (BERT-like): config, weights, tokenizer.
 SENTENCE_ENCODER_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json", "vocab.txt"))
+# The files of a Qwen2.5-VL checkpoint, each group one file under alternative names. Released checkpoints
+# carry preprocessor_config.json; transformers 5 writes processor_config.json.
 QWEN_VL_FILES = (
     ("config.json",),
     ("preprocessor_config.json", "processor_config.json"),

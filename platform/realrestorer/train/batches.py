@@ -73,6 +73,8 @@ def resume_position(state: dict[str, Any], world: int) -> int | None:
 
     `position` counts micro-batches of one worker's share of an epoch, and each share is a 1/world split, so
     on `world` workers instead of the saved count the epoch resumes after as many pairs in all (rounded down).
+    Only ZeRO-0 runs get here: under ZeRO 1-3 DeepSpeed cannot re-partition the saved optimizer state, and the
+    driver refuses such a resume first (`stages.check_resume_workers`).
     """
     saved = state.get("world", world)
     if saved == world:

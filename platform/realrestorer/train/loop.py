@@ -117,6 +117,10 @@ class Tracker:
         if uri and run_id and rank == 0:
             import mlflow
 
+            # MLflow's own defaults (7 retries with backoff, 120 s a request) would hold rank 0, and with it every
+            # worker in the next all-reduce, for minutes on a dead server; the job's environment can still set them.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             self.client = mlflow.MlflowClient(uri)
 
     def _log(self, call, *args, **kwargs) -> None:

@@ -23,7 +23,8 @@ from realrestorer.config import PipelineConfig
 from realrestorer.train.batches import decode_pairs
 from realrestorer.train.config import STAGES, StageConfig
 from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
-from realrestorer.train.validate import decode_val_set, load_val_set
+from realrestorer.data.shards import decode_stack
+from realrestorer.train.validate import load_val_set
 
 CARD_FORMAT = "realrestorer-model"
 
@@ -100,6 +101,25 @@ def check_stage_inputs(cfg: PipelineConfig, stage_name: str) -> None:
         raise ValueError(f"train.{stage_name}.kinds needs {', '.join(repr(k) for k in missing)} training pairs, but "
                          f"{root} has {has}{hint}")
     check_model_files(cfg.model)
+    check_resume_workers(cfg, stage_name)
+
+
+def check_resume_workers(cfg: PipelineConfig, stage_name: str) -> None:
+    """A run to be resumed under ZeRO 1-3 must keep its worker count: DeepSpeed cannot re-partition the
+    optimizer state it saved, and every worker would fail on load. (ZeRO-0 resumes on any count.)"""
+    stage = cfg.train.stage(stage_name)
+    if stage.zero_stage == 0:
+        return
+    name = run_name(cfg, stage_name)
+    fs, path = storage.filesystem(storage.join(cfg.storage.root, "train", name), cfg.storage)
+    steps = sorted(fs.glob(f"{path}/step-*"))
+    if not steps:
+        return
+    saved = len(fs.glob(f"{steps[-1]}/{DEEPSPEED_TAG}/*optim_states.pt"))
+    if saved and saved != stage.num_workers:
+        raise ValueError(f"run {name} was checkpointed on {saved} workers, and DeepSpeed cannot re-partition its ZeRO "
+                         f"optimizer state for {stage.num_workers}: resume it with train.{stage_name}.num_workers={saved}, "
+                         f"or give a new train.{stage_name}.run_name")
 
 
 def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | None = None) -> float:
@@ -247,7 +267,7 @@ def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str |
     """What every worker gets: the resolved config, init weights, validation pairs, MLflow run."""
     stage = cfg.train.stage(stage_name)
     val = load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split)
-    decode_val_set(val)  # decodable and of one size: a one-line error here, not one per worker
+    decode_stack([*val["clean"], *val["degraded"]], "validation pairs")  # a one-line error here, not one per worker
     return {
         "cfg": cfg.model_dump(mode="json"),
         "stage": stage_name,
