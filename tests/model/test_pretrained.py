@@ -151,7 +151,7 @@ def _fetch(uri: str, start, results) -> None:
     from realrestorer.model.weights import resolve_dir
 
     start.wait()
-    local = resolve_dir(uri, "model.pretrained_dit_path", ("weights.bin",))
+    local = resolve_dir(uri, "model.pretrained_dit_path", (("weights.bin",),))
     stat = (local / "weights.bin").stat()
     results.put((hashlib.sha256((local / "weights.bin").read_bytes()).hexdigest(), stat.st_ino, stat.st_mtime_ns))
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realrestorer.model.weights import require_one_of, resolve_dir
+from realrestorer.model.weights import resolve_dir
 
 
 class PixelCodec(nn.Module):
@@ -59,9 +59,7 @@ def load_vae(uri: str, key: str = "model.vae_path"):
     """An AutoencoderKL from a diffusers directory (local or s3://)."""
     from diffusers import AutoencoderKL
 
-    local = resolve_dir(uri, key, ())
-    for names in VAE_FILES:
-        require_one_of(local, uri, key, names)
+    local = resolve_dir(uri, key, VAE_FILES)
     return AutoencoderKL.from_pretrained(str(local), local_files_only=True)
 
 

@@ -17,7 +17,7 @@ from realrestorer.model.sampler import sample
 from realrestorer.model.sizing import buckets, fit_size, resize
 from realrestorer.model.text import build_text_encoder
 from realrestorer.model.transformer import pack, predict_velocity, unpack
-from realrestorer.model.weights import check_files, require_one_of, resolve_dir
+from realrestorer.model.weights import check_files, resolve_dir
 
 CARD_VERSION = 1
 CARD_NAME = "model_card.json"
@@ -45,9 +45,7 @@ def load_dit(uri: str, model_cfg: ModelConfig, key: str = "model.pretrained_dit_
     """A pretrained FluxTransformer2DModel whose shape must match `model.dit`."""
     from diffusers import FluxTransformer2DModel
 
-    local = resolve_dir(uri, key, ())
-    for names in DIT_FILES:
-        require_one_of(local, uri, key, names)
+    local = resolve_dir(uri, key, DIT_FILES)
     # Loading straight into the configured dtype halves peak host memory for bf16 (24 GB rather than 48 GB at 12 B).
     dtype = torch.bfloat16 if model_cfg.dtype == "bfloat16" else torch.float32
     dit = FluxTransformer2DModel.from_pretrained(str(local), local_files_only=True, torch_dtype=dtype)
@@ -226,7 +224,7 @@ def check_model_files(model_cfg: ModelConfig) -> None:
 
 def load_restorer(uri: str, key: str = "checkpoint") -> Restorer:
     """A restorer from a consolidated directory (local or s3://): `dit/` + `model_card.json`."""
-    local = resolve_dir(uri, key, (CARD_NAME, "dit/config.json"))
+    local = resolve_dir(uri, key, ((CARD_NAME,), ("dit/config.json",)))
     card = json.loads((local / CARD_NAME).read_text())
     if card.get("version", 0) > CARD_VERSION:
         raise ValueError(f"{key}: {uri} has model card version {card.get('version')}; this code reads up to {CARD_VERSION}")

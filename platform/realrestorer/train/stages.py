@@ -22,8 +22,9 @@ from realrestorer import storage, tracking
 from realrestorer.config import PipelineConfig
 from realrestorer.train.batches import decode_pairs
 from realrestorer.train.config import STAGES, StageConfig
+from realrestorer.data.config import KINDS
+from realrestorer.data.shards import decode_stack, shard_uris
 from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
-from realrestorer.data.shards import decode_stack
 from realrestorer.train.validate import load_val_set
 
 CARD_FORMAT = "realrestorer-model"
@@ -84,12 +85,11 @@ def with_absolute_paths(cfg: PipelineConfig) -> PipelineConfig:
 
 def check_stage_inputs(cfg: PipelineConfig, stage_name: str) -> None:
     """One-line errors, before any worker starts, for a stage whose training pairs or weights are not there."""
-    from realrestorer.data.shards import shard_uris
     from realrestorer.model.restorer import check_model_files
 
     root = dataset_uri(cfg)
     kinds = cfg.train.stage(stage_name).kinds
-    present = [kind for kind in ("synthetic", "real", "proxy") if shard_uris(root, "train", [kind], cfg.storage)]
+    present = [kind for kind in KINDS if shard_uris(root, "train", [kind], cfg.storage)]
     missing = [kind for kind in kinds if kind not in present]
     if missing:
         has = ", ".join(present) if present else "none"
@@ -117,7 +117,7 @@ def check_resume_workers(cfg: PipelineConfig, stage_name: str) -> None:
         return
     saved = len(fs.glob(f"{steps[-1]}/{DEEPSPEED_TAG}/*optim_states.pt"))
     if saved and saved != stage.num_workers:
-        raise ValueError(f"run {name} was checkpointed on {saved} workers, and DeepSpeed cannot re-partition its ZeRO "
+        raise ValueError(f"run {name} was checkpointed on {saved} worker{'s' * (saved != 1)}, and DeepSpeed cannot re-partition its ZeRO "
                          f"optimizer state for {stage.num_workers}: resume it with train.{stage_name}.num_workers={saved}, "
                          f"or give a new train.{stage_name}.run_name")
 
@@ -129,7 +129,7 @@ def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | Non
     tools or with `write_pairs`), in the Parquet footers of its train shards, one file at a time, stopping
     once the size passes `stop_above_mb`: a large dataset costs a few footer reads, not one per shard.
     """
-    from realrestorer.data.shards import num_rows, shard_uris
+    from realrestorer.data.shards import num_rows
 
     per_pair = 2 * 3 * cfg.data.resolution**2 / 2**20
     uri = storage.join(dataset_uri(cfg), "manifest.json")
