@@ -97,7 +97,7 @@ def test_stage2_starts_from_the_consolidated_stage1_model(tmp_path):
 
     cfg = load_config("tiny", [f"storage.root={tmp_path}"])
     assert init_dit_uri(cfg, "stage1") is None
-    with pytest.raises(ValueError, match="train.stage2.init_from: no consolidated model at .*tiny-stage1"):
+    with pytest.raises(ValueError, match=r"train.stage2.init_from: no consolidated model at .*tiny-stage1 .*: train stage1 first \(jobs/train.py --stage stage1"):
         init_dit_uri(cfg, "stage2")
     dit = tmp_path / "models" / "tiny-stage1" / "dit"
     dit.mkdir(parents=True)
@@ -126,8 +126,10 @@ def test_a_stage_without_its_pairs_or_weights_fails_before_workers_start(tmp_pat
     from realrestorer.train.stages import check_stage_inputs
     from tests.train.conftest import make_pairs
 
-    write_pairs(make_pairs("train", 1, seed=0, tasks=("noise",)), str(tmp_path / "datasets" / "pairs"))
     cfg = load_config("tiny", [f"storage.root={tmp_path}"])
+    with pytest.raises(ValueError, match=r"needs 'synthetic' training pairs, but .*pairs has none \(build it first: jobs/synthesize.py"):
+        check_stage_inputs(cfg, "stage1")
+    write_pairs(make_pairs("train", 1, seed=0, tasks=("noise",)), str(tmp_path / "datasets" / "pairs"))
     check_stage_inputs(cfg, "stage1")
     # Stage 2 asks for proxy pairs the builder made only without a real source; this set has synthetic pairs alone.
     with pytest.raises(ValueError, match=r"train.stage2.kinds needs 'proxy' training pairs, but .* has synthetic$"):

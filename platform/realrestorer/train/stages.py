@@ -55,7 +55,8 @@ def init_dit_uri(cfg: PipelineConfig, stage_name: str) -> str | None:
     source = model_uri(cfg, init_from) if init_from in STAGES else init_from
     dit = storage.join(source, "dit")
     if not storage.exists(storage.join(dit, "config.json"), cfg.storage):
-        raise ValueError(f"train.{stage_name}.init_from: no consolidated model at {source} (missing dit/config.json)")
+        hint = f": train {init_from} first (jobs/train.py --stage {init_from}, same preset and --set)" if init_from in STAGES else ""
+        raise ValueError(f"train.{stage_name}.init_from: no consolidated model at {source} (missing dit/config.json){hint}")
     return dit
 
 
@@ -94,7 +95,9 @@ def check_stage_inputs(cfg: PipelineConfig, stage_name: str) -> None:
     if missing:
         has = ", ".join(present) if present else "none"
         hint = ""
-        if "real" in missing and "proxy" in present:
+        if not present:
+            hint = " (build it first: jobs/synthesize.py with the same preset and --set)"
+        elif "real" in missing and "proxy" in present:
             hint = " (without data.real_source the builder makes 'proxy' pairs: set it and rebuild, or train on 'proxy')"
         elif "proxy" in missing and "real" in present:
             hint = " (with data.real_source set the builder makes 'real' pairs: train on 'real')"
