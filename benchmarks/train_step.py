@@ -15,9 +15,13 @@ The ZeRO stage and whether the DiT's blocks are compiled come from the config's
 stage 1 (`train.stage1.zero_stage`, `train.stage1.compile`: flux-width takes the
 small preset's) unless `--zero` or `--compile/--no-compile` say otherwise; a
 compiled run's warmup steps take the compile. `--no-ray` drops the Ray variant
-(for a GPU box without Ray). Prints a table, then one JSON line.
+(for a GPU box without Ray). `--rounds N` runs every variant N times, the
+variants' order reversed each round so drift in the machine's speed falls on
+both sides: the table gives each variant's median run, and the ratio is the
+median of the rounds' own ratios (a shared machine's speed moves between
+minutes more than between adjacent runs). Prints a table, then one JSON line.
 
-    python benchmarks/train_step.py --config tiny
+    python benchmarks/train_step.py --config tiny --rounds 3
     python benchmarks/train_step.py --config flux-width --no-ray
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,6 +262,12 @@ def measure_ray(name: str, batch: int, warmup: int, steps: int, zero_stage: int,
         ray.shutdown()
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median samples/s (the lower middle one of an even count), whole: its MFU and memory go with it."""
+    ordered = sorted(runs, key=lambda run: run["samples_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _child(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(args.batch),
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--zero", str(args.zero), "--data", args.data,
@@ -290,12 +301,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile the DiT's blocks in every variant, as train.<stage>.compile does "
                              "(default: the config's train.stage1.compile)")
     parser.add_argument("--no-ray", action="store_true", help="time the DeepSpeed engine without Ray Train")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every variant this many times, in alternating order, and report medians "
+                             "(3 or more on a shared machine; default 1)")
     parser.add_argument("--profile", metavar="DIR",
                         help="also profile --steps extra steps of the bare and DeepSpeed variants (torch.profiler, "
                              "untimed) and write each one's top operators to DIR/profile-<config>-<variant>.txt")
     parser.add_argument("--variant", choices=("bare", "deepspeed", "ray"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or DEFAULT_BATCH[args.config]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     from realrestorer.config import ConfigError
 
     try:
@@ -331,23 +347,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     variants = ["bare", "deepspeed"] + ([] if args.no_ray else ["ray"])
-    results = {variant: _child(variant, args) for variant in variants}
+    trainer_variant = "deepspeed" if args.no_ray else "ray"
+    rounds = []
+    for index in range(args.rounds):
+        order = variants if index % 2 == 0 else variants[::-1]
+        rounds.append({variant: _child(variant, args) for variant in order})
+    results = {variant: median_run([r[variant] for r in rounds]) for variant in variants}
+    ratios = [r[trainer_variant]["samples_per_s"] / r["bare"]["samples_per_s"] for r in rounds]
     bare = results["bare"]["samples_per_s"]
     gpu = "mfu" in results["bare"]
     compiled = " · compiled blocks" if args.compile else ""
+    runs = f" · median of {args.rounds} rounds" if args.rounds > 1 else ""
     print(f"train step · config {args.config} · batch {args.batch} ({args.data}) · ZeRO-{args.zero}{compiled} · "
-          f"{results['bare']['device']}")
+          f"{results['bare']['device']}{runs}")
     print(f"{'variant':<11}{'samples/s':>11}{'tokens/s':>12}{'MFU':>8}{'peak MB':>10}{'ratio':>8}")
     for variant, r in results.items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
         print(f"{variant:<11}{r['samples_per_s']:>11.2f}{r['tokens_per_s']:>12.0f}{mfu:>8}{r['peak_mem_mb']:>10.0f}"
               f"{r['samples_per_s'] / bare:>8.3f}")
-    trainer = results["deepspeed" if args.no_ray else "ray"]
+    if args.rounds > 1:
+        print(f"{trainer_variant}/bare by round: {' '.join(f'{ratio:.3f}' for ratio in ratios)} "
+              f"→ median {statistics.median(ratios):.3f}")
     summary = {
         "benchmark": "train_step", "config": args.config, "batch": args.batch, "data": args.data, "zero_stage": args.zero,
         "compile": args.compile,
         "device": results["bare"]["device"], "results": results,
-        "ratio": trainer["samples_per_s"] / bare, "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
+        "rounds": [{variant: r[variant]["samples_per_s"] for variant in variants} for r in rounds],
+        "ratio": statistics.median(ratios), "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
     }
     if gpu and args.config == "flux-width":
         summary["mfu_target"] = TARGETS["mfu_flux_width"]
