@@ -133,12 +133,15 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_session, pair_data
 
 
 def test_zero3_partitions_train_and_consolidate_as_zero2_does(ray_session, uniform_dataset, tmp_path):
-    """ZeRO-3 (the flux-12b preset's stage) on two workers: the updates and the served model of one ZeRO-2 worker."""
+    """ZeRO-3 with gradient checkpointing (the flux-12b preset's stage) on two workers: the updates and the served
+    model of one ZeRO-2 worker that keeps its activations. Recomputing a block in backward gathers its partitioned
+    weights a second time; the gradients must not change."""
     from realrestorer.model import load_restorer
 
     common = ("train.stage1.steps=3", "train.stage1.checkpoint_every=3", "train.stage1.ema_decay=null")
     zero2 = _run(tmp_path, uniform_dataset, "zero2", "train.stage1.num_workers=1", "train.stage1.zero_stage=2", *common)
-    zero3 = _run(tmp_path, uniform_dataset, "zero3", "train.stage1.num_workers=2", "train.stage1.zero_stage=3", *common)
+    zero3 = _run(tmp_path, uniform_dataset, "zero3", "train.stage1.num_workers=2", "train.stage1.zero_stage=3",
+                 "train.stage1.grad_checkpointing=true", *common)
     assert zero3["steps"] == 3
     assert zero3["metrics"]["loss"] == pytest.approx(zero2["metrics"]["loss"], rel=1e-4)
     assert zero3["metrics"]["val/mean/psnr"] == pytest.approx(zero2["metrics"]["val/mean/psnr"], abs=1e-3)
