@@ -90,7 +90,7 @@ def test_consolidated_model_serves_the_trained_weights(one_and_two_workers, unif
     # The served model reproduces the trainer's own validation numbers.
     val = validate.load_val_set(uniform_dataset, ["synthetic"], 4)
     clean, degraded = validate.decode_val_set(val)
-    restored = validate.restore_val_set(served, val, degraded, None, 2, seed=0)
+    _, restored = validate.restore_val_set(served, val, degraded, None, 2, seed=0)
     psnr, _ = validate.image_scores(clean, restored)
     assert float(np.mean(psnr)) == pytest.approx(two["metrics"]["val/mean/psnr"], abs=1e-3)
 

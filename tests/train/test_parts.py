@@ -168,6 +168,45 @@ def test_validation_scores_and_grid():
     assert grid.shape == (32, 48, 3) and grid.dtype == np.uint8
 
 
+@pytest.mark.parametrize("num_pairs, batch_size, world", [(9, 2, 2), (10, 2, 3), (3, 4, 4), (80, 2, 32), (7, 7, 1)])
+def test_validation_shares_are_whole_batches_of_the_one_worker_cut(num_pairs, batch_size, world):
+    from realrestorer.train.validate import rank_batches
+
+    shares = [rank_batches(num_pairs, batch_size, rank, world) for rank in range(world)]
+    busiest = max(len(starts) for starts, _ in shares)
+    assert all(per_rank == busiest for _, per_rank in shares) and len(shares[0][0]) == busiest
+    assert [start for starts, _ in shares for start in starts] == list(range(0, num_pairs, batch_size))
+
+
+def test_validation_shares_restore_what_one_worker_restores_in_lockstep():
+    """Three ranks' shares of ten pairs, put together, are one worker's outputs (the noise flow draws each batch's
+    noise from its seed); under lockstep (ZeRO-3) every rank runs the DiT as often as the busiest one."""
+    from realrestorer.model import build_restorer
+    from realrestorer.train.validate import restore_val_set
+    from tests.train.conftest import MICRO_MODEL
+
+    torch.manual_seed(0)
+    restorer = build_restorer(load_config("tiny", [*MICRO_MODEL, "model.flow=noise"]).model).eval()
+    degraded = np.random.default_rng(0).random((10, 32, 32, 3), dtype=np.float32)
+    val = {"prompt": ["Please dehaze the image", "Please remove the rain"] * 5}
+    calls = []
+    restorer.dit.register_forward_pre_hook(lambda *_: calls.append(1))
+    one_indices, one = restore_val_set(restorer, val, degraded, 2, 2, seed=5)
+    assert one_indices.tolist() == list(range(10)) and len(calls) == 5 * 2
+    parts, forwards = [], []
+    for rank in range(3):
+        calls.clear()
+        parts.append(restore_val_set(restorer, val, degraded, 2, 2, seed=5, rank=rank, world=3, lockstep=True))
+        forwards.append(len(calls))
+    assert forwards == [2 * 2] * 3  # batches 2 + 2 + 1, and rank 2 runs one more, unscored
+    assert [p[0].tolist() for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), one)
+    assert not np.allclose(one[0], one[2])  # the outputs differ by batch: a misplaced share would show
+    calls.clear()
+    restore_val_set(restorer, val, degraded, 2, 2, seed=5, rank=2, world=3)
+    assert len(calls) == 2  # without lockstep (ZeRO 0-2) a rank runs its own batches only
+
+
 def test_validation_pairs_pool_held_out_splits_and_take_each_source_in_turn(ray_session, tmp_path):
     from realrestorer.data.shards import decode_image, write_pairs
     from realrestorer.train.validate import load_val_set

@@ -1,4 +1,4 @@
-"""An exponential moving average of the DiT's weights, kept in fp32 on one worker."""
+"""An exponential moving average of the DiT's weights, kept in fp32 on each worker."""
 
 from __future__ import annotations
 

@@ -80,16 +80,35 @@ def _global_mean(value: float, device: torch.device) -> float:
 
 
 def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
-              num_steps: int | None, batch_size: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
-    # Every rank restores (ZeRO-3 gathers weights collectively); rank 0's numbers are the ones logged.
+              num_steps: int | None, batch_size: int, seed: int, rank: int, world: int,
+              lockstep: bool) -> tuple[dict[str, float], np.ndarray]:
+    """Val PSNR/SSIM per group and the sample grid, on every rank; each rank restores and scores its share.
+
+    Every rank used to restore the whole set: 32 workers of the flux-12b preset each sampled all its pairs.
+    """
     restorer.eval()
     swap = ema.swapped_in(restorer.dit) if ema is not None else contextlib.nullcontext()
     with swap:
-        restored = validate.restore_val_set(restorer, val, degraded, num_steps, batch_size, seed)
+        indices, restored = validate.restore_val_set(restorer, val, degraded, num_steps, batch_size, seed, rank, world,
+                                                     lockstep)
     restorer.train()
-    psnr, ssim = validate.image_scores(clean, restored)
-    metrics = validate.per_group(val["group"], psnr, ssim, "val")
-    return metrics, validate.sample_grid(val["group"], degraded, restored, clean)
+    psnr, ssim = validate.image_scores(clean[indices], restored)
+    # The grid's rows travel as uint8, as the grid stores them: a val image at 1024² is 12 MB in float32.
+    firsts = set(validate.group_firsts(val["group"]))
+    rows = {int(i): (image * 255.0 + 0.5).clip(0, 255).astype(np.uint8) for i, image in zip(indices, restored) if i in firsts}
+    shares = [(indices, psnr, ssim, rows)]
+    if world > 1:
+        shares = [None] * world
+        torch.distributed.all_gather_object(shares, (indices, psnr, ssim, rows))
+    order = np.concatenate([share[0] for share in shares])
+    if sorted(order.tolist()) != list(range(len(degraded))):
+        raise RuntimeError(f"validation shares cover {len(order)} of {len(degraded)} pairs")
+    psnr_all, ssim_all = np.empty(len(order)), np.empty(len(order))
+    psnr_all[order] = np.concatenate([share[1] for share in shares])
+    ssim_all[order] = np.concatenate([share[2] for share in shares])
+    grid_rows = {i: row.astype(np.float32) / 255.0 for share in shares for i, row in share[3].items()}
+    metrics = validate.per_group(val["group"], psnr_all, ssim_all, "val")
+    return metrics, validate.sample_grid(val["group"], degraded, grid_rows, clean)
 
 
 def progress_line(stage_name: str, step: int, total: int, first_step: int, seconds: float, metrics: dict[str, float]) -> str:
@@ -170,7 +189,9 @@ def train_loop(config: dict[str, Any]) -> None:
     if stage.compile:
         compile_blocks(restorer.dit)
     engine, optimizer = build_engine(restorer, stage, device)
-    ema = EMA(restorer.dit, stage.ema_decay) if stage.ema_decay is not None and rank == 0 else None
+    # On every rank: each validates its share of the val set with the average. ZeRO 0-2 (EMA needs one of them)
+    # keeps the same weights on every rank, so the shadows agree; rank 0 saves its own.
+    ema = EMA(restorer.dit, stage.ema_decay) if stage.ema_decay is not None else None
 
     state = {"stage": config["stage"], "step": 0, "epoch": 0, "position": 0, "starts": []}
     checkpoint = ray.train.get_checkpoint()
@@ -261,7 +282,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 sys.stdout.flush()
             window_loss, window_steps = 0.0, 0
         if (stage.val_every and state["step"] % stage.val_every == 0) or last:
-            val_metrics, grid = _validate(restorer, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size, cfg.seed)
+            val_metrics, grid = _validate(restorer, ema, val, val_clean, val_degraded, val_steps, stage.micro_batch_size,
+                                          cfg.seed, rank, world, lockstep=stage.zero_stage == 3)
             tracker.metrics(val_metrics, step=state["step"])
             tracker.image(grid, f"samples/step-{state['step']:08d}.png")
             metrics.update(val_metrics, **identity)

@@ -83,20 +83,50 @@ def per_group(groups: list[str], psnr: np.ndarray, ssim: np.ndarray, prefix: str
     return out
 
 
+def rank_batches(num_pairs: int, batch_size: int, rank: int, world: int) -> tuple[list[int], int]:
+    """The starts of the val batches `rank` restores, and the number of batches the busiest rank runs.
+
+    The set is cut into batches as one worker cuts it, so each batch keeps its seed and the scores do not
+    depend on the worker count; the batches go to the ranks in contiguous shares, rank 0's the fullest.
+    """
+    starts = list(range(0, num_pairs, batch_size))
+    per_rank = -(-len(starts) // world)
+    return starts[rank * per_rank:(rank + 1) * per_rank], per_rank
+
+
 def restore_val_set(restorer, val: dict[str, list[Any]], degraded: np.ndarray, num_steps: int | None,
-                    batch_size: int, seed: int) -> np.ndarray:
-    """The restorer's outputs for a decoded val set, N×H×W×3 float32 in [0, 1]."""
-    outputs = []
-    for start in range(0, len(degraded), batch_size):
+                    batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                    lockstep: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's share of a decoded val set restored: its pairs' indices and N×H×W×3 float32 in [0, 1].
+
+    With `lockstep` (ZeRO-3, whose every forward gathers weights collectively) a rank with fewer batches
+    than the busiest one restores its first batch again, unscored, until it has run as many forwards.
+    """
+    starts, per_rank = rank_batches(len(degraded), batch_size, rank, world)
+    indices, outputs = [], []
+    runs = [(start, True) for start in starts]
+    if lockstep:
+        runs += [(starts[0] if starts else 0, False)] * (per_rank - len(starts))
+    for start, scored in runs:
         batch = torch.from_numpy(degraded[start:start + batch_size]).permute(0, 3, 1, 2).to(restorer.device)
         prompts = val["prompt"][start:start + batch_size]
         restored = restorer.restore(batch, prompts, num_steps=num_steps, seed=seed + start)
-        outputs.append(restored.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(outputs)
+        if scored:
+            indices.extend(range(start, start + len(batch)))
+            outputs.append(restored.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    empty = np.zeros((0, *degraded.shape[1:]), np.float32)
+    return np.asarray(indices, dtype=np.int64), np.concatenate(outputs) if outputs else empty
 
 
-def sample_grid(groups: list[str], degraded: np.ndarray, restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """One row per group (its first pair): degraded | restored | clean, as an H×W×3 uint8 image."""
-    firsts = [groups.index(g) for g in sorted(set(groups))]
-    rows = [np.concatenate([degraded[i], restored[i], clean[i]], axis=1) for i in firsts]
+def group_firsts(groups: list[str]) -> list[int]:
+    """The index of each group's first pair, groups in sorted order: the rows of the sample grid."""
+    return [groups.index(g) for g in sorted(set(groups))]
+
+
+def sample_grid(groups: list[str], degraded: np.ndarray, restored, clean: np.ndarray) -> np.ndarray:
+    """One row per group (its first pair): degraded | restored | clean, as an H×W×3 uint8 image.
+
+    `restored` is indexed like the val set: an array, or a mapping that holds at least the groups' first pairs.
+    """
+    rows = [np.concatenate([degraded[i], restored[i], clean[i]], axis=1) for i in group_firsts(groups)]
     return (np.concatenate(rows, axis=0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
