@@ -85,6 +85,7 @@ def test_consolidated_model_serves_the_trained_weights(one_and_two_workers, unif
 
     card = json.loads((Path(two["model_uri"]) / "model_card.json").read_text())
     assert card["stage"] == "stage1" and card["step"] == 3 and card["preset"] == "tiny"
+    assert card["dit_parameters"] == sum(v.numel() for v in served_state.values()) and "dit_parameters" not in card["metrics"]
     assert card["metrics"]["val/mean/psnr"] == pytest.approx(two["metrics"]["val/mean/psnr"])
 
     # The served model reproduces the trainer's own validation numbers.

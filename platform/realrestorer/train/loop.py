@@ -184,6 +184,7 @@ def train_loop(config: dict[str, Any]) -> None:
     restorer = build_restorer(cfg.model)
     if config["init_dit"]:
         restorer.dit = load_dit(config["init_dit"], cfg.model, key=f"train.{config['stage']}.init_from")
+    num_params = sum(p.numel() for p in restorer.dit.parameters())  # counted before ZeRO-3 partitions them
     if stage.grad_checkpointing:
         restorer.dit.enable_gradient_checkpointing()
     if stage.compile:
@@ -289,4 +290,4 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics.update(val_metrics, **identity)
             watch.lap()  # validation time is not training throughput
         if state["step"] % stage.checkpoint_every == 0 or last:
-            _save_and_report(engine, ema, state, {**metrics, "step": state["step"]}, rank)
+            _save_and_report(engine, ema, state, {**metrics, "step": state["step"], "dit_parameters": num_params}, rank)

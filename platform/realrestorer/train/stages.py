@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -266,6 +267,24 @@ def consolidate(checkpoint, cfg_json: dict[str, Any], card: dict[str, Any], out_
     return out_uri
 
 
+def consolidation_memory(num_params: int, node_memory: list[float]) -> tuple[int, str | None]:
+    """Bytes of host memory to reserve for consolidating a DiT of `num_params`, and a warning when no live node
+    (of `node_memory`, Ray's memory resource per node) has that much.
+
+    The merged fp32 weights once, plus one shard's serialized copy as safetensors writes it (diffusers cuts
+    shards at 10 GB), plus 1 GiB for the libraries: about 59 GB at 12 B. Without the request Ray could put
+    the task on a small head node, where it would be killed for memory after training had finished.
+    """
+    weights = 4 * num_params
+    need = weights + min(weights, 10 * 10**9) + 2**30
+    if node_memory and max(node_memory) >= need:
+        return need, None
+    largest = max(node_memory, default=0.0)
+    return need, (f"consolidating the {num_params / 1e9:.2f} B-parameter DiT needs about {need / 1e9:.0f} GB of memory on "
+                  f"one node, and the largest node now has {largest / 1e9:.0f} GB: it waits for a node that large "
+                  "(an autoscaling cluster adds one)")
+
+
 def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
     """What every worker gets: the resolved config, init weights, validation pairs, MLflow run."""
     stage = cfg.train.stage(stage_name)
@@ -318,6 +337,7 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
         if result.checkpoint is None:
             raise RuntimeError(f"training run {name} ended without a checkpoint")
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        num_params = int(metrics.pop("dit_parameters", 0))  # absent in a checkpoint older than this field
         card = {
             "format": CARD_FORMAT,
             "preset": cfg.preset,
@@ -328,11 +348,18 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
             "data_uri": dataset_uri(cfg),
             "data_manifest_sha256": _manifest_sha256(cfg),
             "ema": stage.ema_decay is not None,
+            "dit_parameters": num_params or None,
             "metrics": metrics,
         }
         out_uri = model_uri(cfg, stage_name)
+        resources: dict[str, Any] = {"num_cpus": 1}
+        if num_params:
+            nodes = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")]
+            resources["memory"], warning = consolidation_memory(num_params, nodes)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         # In a Ray task: DeepSpeed must stay out of the driver process (ray#50406).
-        task = ray.remote(num_cpus=1)(consolidate)
+        task = ray.remote(**resources)(consolidate)
         ray.get(task.remote(result.checkpoint, cfg.model_dump(mode="json"), card, out_uri))
         if mlflow_run_id is not None:
             import mlflow
