@@ -128,6 +128,32 @@ def test_save_load_round_trip_gives_identical_weights_and_outputs(overfit, pair,
     assert torch.equal(a, loaded.restore(pair[1], [PROMPT], num_steps=3))
 
 
+def test_weights_merged_into_one_flat_buffer_save_in_shards_of_the_size_asked(overfit, tmp_path):
+    """A DiT merged from a ZeRO-1/2 checkpoint is views of one flat fp32 buffer. Saved by storage it went to one
+    file however large (48 GB at 12 B); it must be cut by size, and load back unchanged."""
+    from realrestorer.model.restorer import build_dit, save_model
+
+    restorer, _ = overfit
+    trained = restorer.dit.state_dict()
+    flat = torch.cat([v.flatten() for v in trained.values()])
+    views, offset = {}, 0
+    for name, value in trained.items():
+        views[name] = flat.narrow(0, offset, value.numel()).view(value.shape)
+        offset += value.numel()
+    with torch.device("meta"):
+        merged = build_dit(restorer.cfg)
+    merged.load_state_dict(views, strict=True, assign=True)
+    assert merged.proj_out.weight.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+    save_model(merged, restorer.cfg, str(tmp_path / "ckpt"), {"preset": "micro"}, max_shard_size=flat.numel())  # 1/4 of it
+    dit_dir = tmp_path / "ckpt" / "dit"
+    shards = sorted(dit_dir.glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) >= 4 and all(path.stat().st_size < 1.2 * flat.numel() for path in shards)
+    index = json.loads((dit_dir / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(trained) and index["metadata"]["total_size"] == 4 * flat.numel()
+    loaded = load_restorer(str(tmp_path / "ckpt")).dit.state_dict()
+    assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
 def test_bad_batches_fail_with_clear_errors(overfit, pair):
     restorer, _ = overfit
     with pytest.raises(ValueError, match="prompts for a batch"):

@@ -163,15 +163,39 @@ class Restorer(nn.Module):
         save_model(self.dit, self.cfg, directory, card)
 
 
-def save_model(dit, model_cfg: ModelConfig, directory: str, card: dict) -> None:
-    """Write a DiT as `dit/` (diffusers safetensors) and `card` plus `model_cfg` as `model_card.json`.
+def save_dit(dit, directory: Path, max_shard_size: int | str = "10GB") -> None:
+    """Write a DiT as diffusers' `from_pretrained` reads it: `config.json` and safetensors shards with their index.
+
+    `dit.save_pretrained` keeps tensors that share storage in one shard. A DiT merged from a ZeRO-1/2
+    checkpoint holds views of one flat fp32 buffer, so it would write a 12 B model as a single 48 GB file,
+    and safetensors serialises a whole shard in memory before writing it: 96 GB at peak. Here the shards are
+    cut by size alone (the views do not overlap), so the peak is the weights plus one shard.
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    dit.save_config(str(directory))
+    state = dit.state_dict()
+    split = split_torch_state_dict_into_shards({name: value.to("meta") for name, value in state.items()},
+                                               max_shard_size=max_shard_size,
+                                               filename_pattern="diffusion_pytorch_model{suffix}.safetensors")
+    for filename, names in split.filename_to_tensors.items():
+        save_file({name: state[name].contiguous() for name in names}, str(directory / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": dict(split.metadata), "weight_map": split.tensor_to_filename}
+        (directory / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
+def save_model(dit, model_cfg: ModelConfig, directory: str, card: dict, max_shard_size: int | str = "10GB") -> None:
+    """Write a DiT as `dit/` (`save_dit`) and `card` plus `model_cfg` as `model_card.json`.
 
     `load_restorer` builds the restorer the card's model section describes, in its dtype, around that DiT.
     `directory` is local or an s3:// URI.
     """
     if "://" in directory:
         with tempfile.TemporaryDirectory() as tmp:
-            save_model(dit, model_cfg, tmp, card)
+            save_model(dit, model_cfg, tmp, card, max_shard_size)
             from realrestorer.storage import filesystem
 
             fs, path = filesystem(directory)
@@ -181,7 +205,7 @@ def save_model(dit, model_cfg: ModelConfig, directory: str, card: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
     if (root / "dit").exists():
         shutil.rmtree(root / "dit")
-    dit.save_pretrained(str(root / "dit"), safe_serialization=True)
+    save_dit(dit, root / "dit", max_shard_size)
     full = {**card, "version": CARD_VERSION, "model": model_cfg.model_dump(mode="json")}
     (root / CARD_NAME).write_text(json.dumps(full, indent=2, sort_keys=True))
 

@@ -271,7 +271,7 @@ def consolidation_memory(num_params: int, node_memory: list[float]) -> tuple[int
     """Bytes of host memory to reserve for consolidating a DiT of `num_params`, and a warning when no live node
     (of `node_memory`, Ray's memory resource per node) has that much.
 
-    The merged fp32 weights once, plus one shard's serialized copy as safetensors writes it (diffusers cuts
+    The merged fp32 weights once, plus one shard's serialized copy as safetensors writes it (`save_dit` cuts
     shards at 10 GB), plus 1 GiB for the libraries: about 59 GB at 12 B. Without the request Ray could put
     the task on a small head node, where it would be killed for memory after training had finished.
     """
