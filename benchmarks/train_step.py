@@ -17,9 +17,10 @@ small preset's) unless `--zero` or `--compile/--no-compile` say otherwise; a
 compiled run's warmup steps take the compile. `--no-ray` drops the Ray variant
 (for a GPU box without Ray). `--rounds N` runs every variant N times, the
 variants' order reversed each round so drift in the machine's speed falls on
-both sides: the table gives each variant's median run, and the ratio is the
-median of the rounds' own ratios (a shared machine's speed moves between
-minutes more than between adjacent runs). Prints a table, then one JSON line.
+both sides: the table gives each variant's median run (its ratio column
+compares those runs), and the JSON ratio is the median of the rounds' own
+ratios (a shared machine's speed moves between minutes more than between
+adjacent runs); with an even N both medians take the lower middle. Prints a table, then one JSON line.
 
     python benchmarks/train_step.py --config tiny --rounds 3
     python benchmarks/train_step.py --config flux-width --no-ray
@@ -367,13 +368,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['samples_per_s'] / bare:>8.3f}")
     if args.rounds > 1:
         print(f"{trainer_variant}/bare by round: {' '.join(f'{ratio:.3f}' for ratio in ratios)} "
-              f"→ median {statistics.median(ratios):.3f}")
+              f"→ median {statistics.median_low(ratios):.3f}")
     summary = {
         "benchmark": "train_step", "config": args.config, "batch": args.batch, "data": args.data, "zero_stage": args.zero,
         "compile": args.compile,
         "device": results["bare"]["device"], "results": results,
         "rounds": [{variant: r[variant]["samples_per_s"] for variant in variants} for r in rounds],
-        "ratio": statistics.median(ratios), "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
+        "ratio": statistics.median_low(ratios), "ratio_target": TARGETS["ratio_gpu" if gpu else "ratio_cpu"],
     }
     if gpu and args.config == "flux-width":
         summary["mfu_target"] = TARGETS["mfu_flux_width"]

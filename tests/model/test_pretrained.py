@@ -143,6 +143,19 @@ def test_components_and_checkpoints_load_from_s3(weights, s3_server, tmp_path, m
     with pytest.raises(MissingWeightsError, match=r"checkpoint: s3://test-bucket/model-tests/absent not found"):
         load_restorer("s3://test-bucket/model-tests/absent")
 
+    # Saved again over an earlier save in shards: the old shards and their index go, or the index would win.
+    from realrestorer.model.restorer import save_model
+
+    save_model(restorer.dit, restorer.cfg, "s3://test-bucket/model-tests/over", {"preset": "test"}, max_shard_size=20_000)
+    assert fs.exists("test-bucket/model-tests/over/dit/diffusion_pytorch_model.safetensors.index.json")
+    with torch.no_grad():
+        restorer.dit.proj_out.weight.add_(0.5)
+    save_model(restorer.dit, restorer.cfg, "s3://test-bucket/model-tests/over", {"preset": "test"})
+    assert [p.rsplit("/", 1)[1] for p in fs.ls("test-bucket/model-tests/over/dit", refresh=True)] == [
+        "config.json", "diffusion_pytorch_model.safetensors"]
+    again = load_restorer("s3://test-bucket/model-tests/over")
+    assert torch.equal(again.dit.proj_out.weight, restorer.dit.proj_out.weight)
+
 
 def _fetch(uri: str, start, results) -> None:
     """One node's worker: wait for the others, then resolve the remote weights to the local cache."""

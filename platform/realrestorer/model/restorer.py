@@ -167,9 +167,9 @@ def save_dit(dit, directory: Path, max_shard_size: int | str = "10GB") -> None:
     """Write a DiT as diffusers' `from_pretrained` reads it: `config.json` and safetensors shards with their index.
 
     `dit.save_pretrained` keeps tensors that share storage in one shard. A DiT merged from a ZeRO-1/2
-    checkpoint holds views of one flat fp32 buffer, so it would write a 12 B model as a single 48 GB file,
-    and safetensors serialises a whole shard in memory before writing it: 96 GB at peak. Here the shards are
-    cut by size alone (the views do not overlap), so the peak is the weights plus one shard.
+    checkpoint holds views of one flat fp32 buffer, so it would write a 12 B model as a single 48 GB file
+    (and older safetensors releases serialise a shard in memory before writing it). Here the shards are cut
+    by size alone: the views do not overlap.
     """
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
@@ -199,6 +199,9 @@ def save_model(dit, model_cfg: ModelConfig, directory: str, card: dict, max_shar
             from realrestorer.storage import filesystem
 
             fs, path = filesystem(directory)
+            # A stale shard index left by an earlier save would win over a new single file when loading.
+            if fs.exists(f"{path.rstrip('/')}/dit"):
+                fs.rm(f"{path.rstrip('/')}/dit", recursive=True)
             fs.put(tmp.rstrip("/") + "/", path.rstrip("/"), recursive=True)
         return
     root = Path(directory)

@@ -34,11 +34,13 @@ class EMA:
         save_file({k: v.contiguous().cpu() for k, v in self.shadow.items()}, str(path))
 
     def load(self, path: Path) -> None:
-        loaded = load_file(str(path))
+        # Straight to the shadow's device: every worker of a node loads it, and a host copy each would add up.
+        device = next(iter(self.shadow.values())).device if self.shadow else torch.device("cpu")
+        loaded = load_file(str(path), device=str(device))
         missing = sorted(set(self.shadow) - set(loaded))
         if missing:
             raise ValueError(f"EMA file {path} lacks {len(missing)} weights, e.g. {missing[0]}")
-        self.shadow = {k: loaded[k].to(self.shadow[k].device) for k in self.shadow}
+        self.shadow = {k: loaded[k] for k in self.shadow}
 
     @contextlib.contextmanager
     def swapped_in(self, module: nn.Module) -> Iterator[None]:

@@ -268,21 +268,24 @@ def consolidate(checkpoint, cfg_json: dict[str, Any], card: dict[str, Any], out_
 
 
 def consolidation_memory(num_params: int, node_memory: list[float]) -> tuple[int, str | None]:
-    """Bytes of host memory to reserve for consolidating a DiT of `num_params`, and a warning when no live node
-    (of `node_memory`, Ray's memory resource per node) has that much.
+    """Bytes of host memory to reserve for consolidating a DiT of `num_params`, given `node_memory` (Ray's
+    memory resource of each live node), and a warning when no node has enough.
 
-    The merged fp32 weights once, plus one shard's serialized copy as safetensors writes it (`save_dit` cuts
-    shards at 10 GB), plus 1 GiB for the libraries: about 59 GB at 12 B. Without the request Ray could put
-    the task on a small head node, where it would be killed for memory after training had finished.
+    The merged fp32 weights once, a margin of one shard (`save_dit` cuts them at 10 GB; safetensors 0.8 writes
+    from the tensors, older releases serialise a shard in memory first) and 1 GiB for the libraries: about 59 GB
+    at 12 B. Without a request Ray could put the task on a small head node, to be killed for memory after
+    training had finished. Where no node is that large the request is the largest node's, so the task runs
+    there rather than waiting for ever on a cluster that cannot grow (Ray counts about 70 % of a node's free
+    memory, the rest going to its object store).
     """
     weights = 4 * num_params
     need = weights + min(weights, 10 * 10**9) + 2**30
-    if node_memory and max(node_memory) >= need:
-        return need, None
     largest = max(node_memory, default=0.0)
-    return need, (f"consolidating the {num_params / 1e9:.2f} B-parameter DiT needs about {need / 1e9:.0f} GB of memory on "
-                  f"one node, and the largest node now has {largest / 1e9:.0f} GB: it waits for a node that large "
-                  "(an autoscaling cluster adds one)")
+    if largest >= need:
+        return need, None
+    return int(largest), (f"consolidating the {num_params / 1e9:.2f} B-parameter DiT needs about {need / 1e9:.0f} GB of "
+                          f"memory on one node, and the largest node offers {largest / 1e9:.0f} GB: it runs there and may "
+                          "run out of memory")
 
 
 def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
@@ -355,7 +358,9 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
         resources: dict[str, Any] = {"num_cpus": 1}
         if num_params:
             nodes = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")]
-            resources["memory"], warning = consolidation_memory(num_params, nodes)
+            memory, warning = consolidation_memory(num_params, nodes)
+            if memory:
+                resources["memory"] = memory
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
         # In a Ray task: DeepSpeed must stay out of the driver process (ray#50406).
