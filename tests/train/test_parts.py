@@ -117,6 +117,51 @@ def test_a_resumed_stage2_stream_picks_up_the_mixing_schedule_at_its_step():
     assert stream(4, (num_steps - 4) * num_accum) == uninterrupted[4 * num_accum:]
 
 
+def test_a_resumed_stage2_reader_goes_on_with_the_same_rows_draws_and_augmentation():
+    """Stopped after 7 batches and made again from the saved draw count and source positions, the reader hands out
+    what the uninterrupted one would have: the same synthetic/real picks, the same rows from each source (across
+    pass ends: 5 synthetic and 3 real rows), the same web re-encoding."""
+    rng = np.random.default_rng(0)
+
+    def rows(kind: str, n: int) -> list[dict]:
+        images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(n)]
+        return [{"clean": encode_image(i), "degraded": encode_image(i), "prompt": f"{kind}{k}", "task": "noise",
+                 "kind": kind} for k, i in enumerate(images)]
+
+    synthetic, real = rows("synthetic", 5), rows("proxy", 3)
+    cfg = MixingConfig(start_ratio=0.6, final_ratio=0.4, web_augment_prob=0.5)
+
+    def reader(**kwargs) -> MixingReader:
+        return MixingReader(synthetic, real, cfg, 3, 12, seed=11, **kwargs)
+
+    whole = reader()
+    uninterrupted = [next(whole) for _ in range(12)]
+    first = reader()
+    for _ in range(7):
+        next(first)
+    saved = first.positions()
+    assert saved["synthetic"][0] + saved["real"][0] >= 1  # a source has wrapped round at least once
+    again = reader(start_step=7, draws=7, positions=saved)
+    for expected in uninterrupted[7:]:
+        batch = next(again)
+        assert batch["prompt"] == expected["prompt"] and batch["step"] == expected["step"]
+        np.testing.assert_array_equal(batch["degraded"], expected["degraded"])
+    assert any(not np.array_equal(b["degraded"], b["clean"]) for b in uninterrupted)  # augmentation did happen
+    # Without the positions (as before), the stream restarts its sources and differs.
+    fresh = reader(start_step=7, draws=7)
+    assert [next(fresh)["prompt"] for _ in range(5)] != [b["prompt"] for b in uninterrupted[7:12]]
+
+
+def test_stage2_source_positions_resume_per_worker():
+    from realrestorer.train.batches import resume_sources
+
+    state = {"sources": [{"synthetic": [1, 10], "real": [0, 4]}, {"synthetic": [1, 12], "real": [0, 2]}]}
+    assert resume_sources(state, 1, 2) == {"synthetic": [1, 12], "real": [0, 2]}
+    # On four workers (ZeRO-0 only) each share is half as long: the rows read so far scale with it.
+    assert resume_sources(state, 3, 4) == {"synthetic": [1, 6], "real": [0, 1]}
+    assert resume_sources({"step": 3}, 0, 2) is None
+
+
 def test_ema_follows_the_weights_and_swaps_back():
     module = torch.nn.Linear(3, 2)
     start = module.weight.detach().clone()
@@ -336,6 +381,9 @@ def test_mixed_sources_are_shuffled_and_split_between_workers(ray_session, pair_
     assert [key[row["degraded"]] for row in again] == first[0]
     plain = [key[row["degraded"]] for row in RankRows(ds.iterator(), 0, 2)]
     assert plain == list(range(0, len(file_order), 2))
+    # A resumed reader opens the pass it stopped in by number: the second pass without reading the first.
+    resumed = RankRows(ds.iterator(), 1, 2, shuffle_buffer=16, seed=3)
+    assert [key[row["degraded"]] for row in resumed.rows_of_pass(1)] == second[1]
 
 
 def test_a_tracking_server_that_goes_away_costs_its_metrics_not_the_training(tmp_path, monkeypatch, capsys):

@@ -39,41 +39,80 @@ def ratio_at(step: int, cfg: MixingConfig, num_steps: int) -> float:
     return cfg.final_ratio + (cfg.start_ratio - cfg.final_ratio) * decay
 
 
-def _endless(source: Any) -> Iterator[dict[str, Any]]:
-    # A Ray Dataset / DataIterator (iter_rows) or any re-iterable of row dicts, cycled epoch after epoch.
-    while True:
-        empty = True
-        for row in (source.iter_rows() if hasattr(source, "iter_rows") else iter(source)):
-            empty = False
-            yield row
-        if empty:
-            raise ValueError("a mixing source has no rows")
+class _Source:
+    """Endless rows of a mixing source, pass after pass, from a resumable position (pass, rows read in it).
+
+    `source` is a Ray Dataset or DataIterator (`iter_rows`), an object with `rows_of_pass(index)` (a worker's
+    `RankRows`, whose pass order depends on the pass index), or any re-iterable of row dicts.
+    """
+
+    def __init__(self, source: Any, position: tuple[int, int] = (0, 0)):
+        self.source = source
+        self.passes, self.index = (int(v) for v in position)
+        self._rows: Iterator[dict[str, Any]] | None = None
+
+    def _open(self) -> Iterator[dict[str, Any]]:
+        if hasattr(self.source, "rows_of_pass"):
+            return iter(self.source.rows_of_pass(self.passes))
+        return iter(self.source.iter_rows() if hasattr(self.source, "iter_rows") else self.source)
+
+    def __next__(self) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = self._open()
+            # A resumed pass: the rows already read flow through again (undecoded), which keeps the order.
+            for _ in range(self.index):
+                if next(self._rows, None) is None:  # the pass is shorter now (another worker count): the next one
+                    self.passes, self.index, self._rows = self.passes + 1, 0, self._open()
+                    break
+        row = next(self._rows, None)
+        if row is None:
+            if self.index == 0:
+                raise ValueError("a mixing source has no rows")
+            self.passes, self.index, self._rows = self.passes + 1, 0, self._open()
+            return next(self)
+        self.index += 1
+        return row
+
+    @property
+    def position(self) -> list[int]:
+        return [self.passes, self.index]
 
 
 class MixingReader:
     """Batches of decoded pairs: each sample is synthetic with probability `ratio_at(step, cfg, num_steps)`.
 
     `synthetic` and `real` are Ray Datasets, DataIterators (e.g. a Train worker's
-    shard) or re-iterable collections of shard rows; `num_steps` is the stage's
-    planned step count, which places `step` on the schedule. Each yielded batch is
-    a dict: `clean`, `degraded` (B×H×W×3 uint8), `prompt`, `task`, `kind` (lists),
-    `step`, `synthetic_ratio` (the scheduled share at that step).
+    shard), `RankRows`, or re-iterable collections of shard rows; `num_steps` is the
+    stage's planned step count, which places `step` on the schedule. Each yielded
+    batch is a dict: `clean`, `degraded` (B×H×W×3 uint8), `prompt`, `task`, `kind`
+    (lists), `step`, `synthetic_ratio` (the scheduled share at that step).
+
+    Resumable: the draws of batch number `draws` (which samples are synthetic, which get web re-encoding) come
+    from a generator seeded by (`seed`, `draws`), and `positions()` says how far each source has been read;
+    a reader made with the saved `draws` and `positions` goes on with the same batches.
     """
 
     def __init__(self, synthetic: Iterable | Any, real: Iterable | Any, cfg: MixingConfig, batch_size: int,
-                 num_steps: int, seed: int = 0, start_step: int = 0):
+                 num_steps: int, seed: int = 0, start_step: int = 0, draws: int = 0,
+                 positions: dict[str, list[int]] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {num_steps}")
         self.cfg, self.batch_size, self.num_steps, self.step = cfg, batch_size, num_steps, start_step
-        self.rng = np.random.default_rng([seed, start_step])
-        self.sources = {True: _endless(synthetic), False: _endless(real)}
+        self.seed, self.draws = seed, draws
+        positions = positions or {}
+        self.sources = {True: _Source(synthetic, positions.get("synthetic", (0, 0))),
+                        False: _Source(real, positions.get("real", (0, 0)))}
 
-    def _augment(self, degraded: np.ndarray) -> np.ndarray:
-        if self.rng.random() >= self.cfg.web_augment_prob:
+    def positions(self) -> dict[str, list[int]]:
+        """How far each source has been read: {"synthetic": [pass, rows], "real": [pass, rows]}."""
+        return {"synthetic": self.sources[True].position, "real": self.sources[False].position}
+
+    def _augment(self, degraded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.cfg.web_augment_prob:
             return degraded
-        out, _ = degrade("web", degraded, self.rng)
+        out, _ = degrade("web", degraded, rng)
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -81,11 +120,12 @@ class MixingReader:
 
     def __next__(self) -> dict[str, Any]:
         ratio = ratio_at(self.step, self.cfg, self.num_steps)
-        picks = self.rng.random(self.batch_size) < ratio
+        rng = np.random.default_rng([self.seed, self.draws])
+        picks = rng.random(self.batch_size) < ratio
         rows = [next(self.sources[bool(p)]) for p in picks]
         batch = {
             "clean": decode_stack([r["clean"] for r in rows], "mixed training pairs"),
-            "degraded": np.stack([self._augment(img) for img in decode_stack([r["degraded"] for r in rows], "mixed training pairs")]),
+            "degraded": np.stack([self._augment(img, rng) for img in decode_stack([r["degraded"] for r in rows], "mixed training pairs")]),
             "prompt": [r["prompt"] for r in rows],
             "task": [r["task"] for r in rows],
             "kind": [r["kind"] for r in rows],
@@ -93,6 +133,7 @@ class MixingReader:
             "synthetic_ratio": ratio,
         }
         self.step += 1
+        self.draws += 1
         return batch
 
 

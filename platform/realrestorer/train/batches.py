@@ -68,6 +68,22 @@ def micro_batches(shard, micro_batch_size: int, shuffle_buffer: int, seed: int, 
         epoch, position = epoch + 1, 0
 
 
+def resume_sources(state: dict[str, Any], rank: int, world: int) -> dict[str, list[int]] | None:
+    """Where worker `rank` of `world` resumes reading its stage-2 sources, from a checkpoint's per-rank positions
+    (`state["sources"][rank]`: {"synthetic": [pass, rows], "real": [pass, rows]} of that worker's share).
+
+    None for a checkpoint without them. On another worker count (ZeRO-0 only, as `resume_position`) a rank takes
+    a saved rank's position, its rows scaled to the new share size.
+    """
+    sources = state.get("sources")
+    if not sources:
+        return None
+    saved = len(sources)
+    if saved == world:
+        return sources[rank]
+    return {name: [passes, rows * saved // world] for name, (passes, rows) in sources[rank % saved].items()}
+
+
 def resume_position(state: dict[str, Any], world: int) -> int | None:
     """A saved data position carried to another worker count, or None where the count is unchanged.
 
@@ -129,24 +145,27 @@ class RankRows:
         self.iterator, self.rank, self.world = iterator, rank, world
         self.shuffle_buffer, self.seed, self.passes = shuffle_buffer, seed, 0
 
-    def _rows(self) -> Iterator[dict[str, Any]]:
+    def _rows(self, pass_index: int) -> Iterator[dict[str, Any]]:
         if not self.shuffle_buffer:
             yield from self.iterator.iter_rows()
             return
         for batch in self.iterator.iter_batches(
             batch_size=64, batch_format="numpy", local_shuffle_buffer_size=self.shuffle_buffer,
-            local_shuffle_seed=self.seed * 100_003 + self.passes,
+            local_shuffle_seed=self.seed * 100_003 + pass_index,
         ):
             columns = list(batch)
             for values in zip(*(batch[c] for c in columns)):
                 yield dict(zip(columns, values))
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        rows = self._rows()
-        self.passes += 1
-        for index, row in enumerate(rows):
+    def rows_of_pass(self, pass_index: int) -> Iterator[dict[str, Any]]:
+        """This worker's rows in pass `pass_index` (0-based): a resumed reader opens the pass it stopped in."""
+        for index, row in enumerate(self._rows(pass_index)):
             if index % self.world == self.rank:
                 yield row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.passes += 1
+        return self.rows_of_pass(self.passes - 1)
 
 
 def mixed_micro_batches(reader, first_step: int, num_accum: int) -> Iterator[tuple[int, int, dict[str, Any]]]:

@@ -36,7 +36,9 @@ from realrestorer.model.restorer import build_restorer, load_dit
 from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
-from realrestorer.train.batches import RankRows, augment_pairs, micro_batches, mixed_micro_batches, resume_position, step_seed
+from realrestorer.train.batches import (
+    RankRows, augment_pairs, micro_batches, mixed_micro_batches, resume_position, resume_sources, step_seed,
+)
 from realrestorer.train.deepspeed import build_engine
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
@@ -73,6 +75,15 @@ def _save_and_report(engine, ema: EMA | None, state: dict[str, Any], metrics: di
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state['step']:08d}")
 
 
+def _gathered(value: Any, world: int) -> list[Any]:
+    """`value` from every rank, in rank order."""
+    if world == 1:
+        return [value]
+    values: list[Any] = [None] * world
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
 def _global_mean(value: float, device: torch.device) -> float:
     tensor = torch.tensor([value], dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
     torch.distributed.all_reduce(tensor)
@@ -96,10 +107,7 @@ def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray,
     # The grid's rows travel as uint8, as the grid stores them: a val image at 1024² is 12 MB in float32.
     firsts = set(validate.group_firsts(val["group"]))
     rows = {int(i): (image * 255.0 + 0.5).clip(0, 255).astype(np.uint8) for i, image in zip(indices, restored) if i in firsts}
-    shares = [(indices, psnr, ssim, rows)]
-    if world > 1:
-        shares = [None] * world
-        torch.distributed.all_gather_object(shares, (indices, psnr, ssim, rows))
+    shares = _gathered((indices, psnr, ssim, rows), world)
     order = np.concatenate([share[0] for share in shares])
     if sorted(order.tolist()) != list(range(len(degraded))):
         raise RuntimeError(f"validation shares cover {len(order)} of {len(degraded)} pairs")
@@ -223,10 +231,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
     num_accum = stage.grad_accumulation
     if stage.mixes:
+        # A resumed reader goes on where each source stopped, with the draws the uninterrupted run would make.
         reader = MixingReader(
             RankRows(ray.train.get_dataset_shard("synthetic"), rank, world, stage.shuffle_buffer, cfg.seed),
             RankRows(ray.train.get_dataset_shard("real"), rank, world, stage.shuffle_buffer, cfg.seed + 1),
             cfg.data.mixing, stage.micro_batch_size, stage.steps, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
+            draws=state["step"] * num_accum, positions=resume_sources(state, rank, world) if resumed else None,
         )
         stream = mixed_micro_batches(reader, state["step"], num_accum)
     else:
@@ -290,4 +300,6 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics.update(val_metrics, **identity)
             watch.lap()  # validation time is not training throughput
         if state["step"] % stage.checkpoint_every == 0 or last:
+            if stage.mixes:  # each worker's own read positions: its picks differ from the others'
+                state["sources"] = _gathered(reader.positions(), world)
             _save_and_report(engine, ema, state, {**metrics, "step": state["step"], "dit_parameters": num_params}, rank)
