@@ -39,7 +39,9 @@ def test_a_killed_stage2_worker_resumes_at_its_place_in_both_sources(ray_session
     from realrestorer.train.loop import FAIL_AT_STEP_ENV
 
     dataset = str(tmp_path / "pairs")
-    proxy = [{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=5) + make_pairs("val", 1, seed=6)]
+    # Two proxy training pairs, one a worker: every proxy draw after a worker's first starts another pass.
+    proxy = [{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=5, tasks=("noise", "haze"))
+             + make_pairs("val", 1, seed=6)]
     write_pairs(make_pairs("train", 2, seed=1) + make_pairs("val", 1, seed=2) + proxy, dataset)
     common = ["warmup_steps=1", "batch_size=4", "micro_batch_size=2", "cpus_per_worker=1", "checkpoint_every=2",
               "log_every=1", "num_val_per_task=1", "max_failures=0", "ema_decay=null"]
@@ -62,7 +64,8 @@ def test_a_killed_stage2_worker_resumes_at_its_place_in_both_sources(ray_session
         return json.loads((tmp_path / "out" / "train" / name / "step-00000004" / "train_state.json").read_text())
 
     assert state("killed")["starts"] == [0, 2] and state("whole")["starts"] == [0]
-    # Two workers' positions, each {source: [pass, rows read in it]} (the reader's unit test covers pass ends).
+    # Two workers' positions, each {source: [pass, rows read in it]}; the proxy source has wrapped round.
     assert len(state("whole")["sources"]) == 2 and state("killed")["sources"] == state("whole")["sources"]
+    assert max(worker["real"][0] for worker in state("whole")["sources"]) >= 1
     assert resumed["metrics"]["loss"] == pytest.approx(whole["metrics"]["loss"], rel=1e-6)
     assert resumed["metrics"]["val/mean/psnr"] == pytest.approx(whole["metrics"]["val/mean/psnr"], abs=1e-6)

@@ -232,11 +232,16 @@ def train_loop(config: dict[str, Any]) -> None:
     num_accum = stage.grad_accumulation
     if stage.mixes:
         # A resumed reader goes on where each source stopped, with the draws the uninterrupted run would make.
+        positions = resume_sources(state, rank, world) if resumed else None
+        if resumed and rank == 0:
+            where = ("; ".join(f"{name} pass {p + 1}, after {n} rows of worker 0's share" for name, (p, n) in positions.items())
+                     if positions else "this checkpoint holds no source positions, so both sources restart from the top")
+            sys.stdout.write(f"{config['stage']}: mixed sources resume at {where}\n")
         reader = MixingReader(
             RankRows(ray.train.get_dataset_shard("synthetic"), rank, world, stage.shuffle_buffer, cfg.seed),
             RankRows(ray.train.get_dataset_shard("real"), rank, world, stage.shuffle_buffer, cfg.seed + 1),
             cfg.data.mixing, stage.micro_batch_size, stage.steps, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
-            draws=state["step"] * num_accum, positions=resume_sources(state, rank, world) if resumed else None,
+            draws=state["step"] * num_accum, positions=positions,
         )
         stream = mixed_micro_batches(reader, state["step"], num_accum)
     else:
