@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -384,6 +386,33 @@ def test_mixed_sources_are_shuffled_and_split_between_workers(ray_session, pair_
     # A resumed reader opens the pass it stopped in by number: the second pass without reading the first.
     resumed = RankRows(ds.iterator(), 1, 2, shuffle_buffer=16, seed=3)
     assert [key[row["degraded"]] for row in resumed.rows_of_pass(1)] == second[1]
+
+
+def test_workers_get_their_own_files_of_a_mixed_source_where_there_are_enough(ray_session, tmp_path):
+    """Stage 2 reads its mixed sources unsplit by Ray: with at least one file a worker each worker reads only its
+    own files (every world-th), not the whole source once per worker; with fewer, the whole source."""
+    from realrestorer.data.shards import write_pairs
+    from realrestorer.train.stages import rank_files, training_datasets
+    from tests.train.conftest import make_pairs
+
+    files = [f"s3://b/train/synthetic-{i}.parquet" for i in range(5)]
+    assert rank_files(files, 2) == [files[0::2], files[1::2]] and rank_files(files, 6) is None
+    for index in range(3):
+        write_pairs(make_pairs("train", 1, seed=index, tasks=("noise", "haze")), str(tmp_path), index=index)
+    write_pairs([{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=7, tasks=("rain",))], str(tmp_path))
+    cfg = load_config("tiny", [f"storage.root={tmp_path}", f"data.output={tmp_path}", "train.stage2.num_workers=2",
+                       "train.stage2.micro_batch_size=8"])
+    datasets = training_datasets(cfg, cfg.train.stage2)
+    assert sorted(datasets) == ["real", "synthetic-0", "synthetic-1"]
+    from realrestorer.data.shards import read_table
+
+    # Which file each pair came from, by its degraded image's bytes (the datasets are materialized: small set).
+    origin = {image: Path(uri).name for uri in sorted(tmp_path.glob("train/*.parquet"))
+              for image in read_table(str(uri)).column("degraded").to_pylist()}
+    read = {name: sorted({origin[row["degraded"]] for row in ds.take_all()}) for name, ds in datasets.items()}
+    assert read["synthetic-0"] == ["synthetic-00000.parquet", "synthetic-00002.parquet"]
+    assert read["synthetic-1"] == ["synthetic-00001.parquet"] and read["real"] == ["proxy-00000.parquet"]
+    assert sum(datasets[f"synthetic-{rank}"].count() for rank in (0, 1)) == 6
 
 
 def test_a_tracking_server_that_goes_away_costs_its_metrics_not_the_training(tmp_path, monkeypatch, capsys):

@@ -39,10 +39,12 @@ def test_a_killed_stage2_worker_resumes_at_its_place_in_both_sources(ray_session
     from realrestorer.train.loop import FAIL_AT_STEP_ENV
 
     dataset = str(tmp_path / "pairs")
-    # Two proxy training pairs, one a worker: every proxy draw after a worker's first starts another pass.
+    # Two proxy training pairs in one file, read whole by both workers, one pair each: every proxy draw after a
+    # worker's first starts another pass. The synthetic pairs in two files, one a worker (stages.rank_files).
     proxy = [{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=5, tasks=("noise", "haze"))
              + make_pairs("val", 1, seed=6)]
-    write_pairs(make_pairs("train", 2, seed=1) + make_pairs("val", 1, seed=2) + proxy, dataset)
+    write_pairs(make_pairs("train", 1, seed=1) + make_pairs("val", 1, seed=2) + proxy, dataset)
+    write_pairs(make_pairs("train", 1, seed=3), dataset, index=1)
     common = ["warmup_steps=1", "batch_size=4", "micro_batch_size=2", "cpus_per_worker=1", "checkpoint_every=2",
               "log_every=1", "num_val_per_task=1", "max_failures=0", "ema_decay=null"]
     cfg = micro_config(str(tmp_path / "out"), dataset, "data.mixing.final_ratio=0.25", "train.stage1.steps=2",
@@ -54,6 +56,10 @@ def test_a_killed_stage2_worker_resumes_at_its_place_in_both_sources(ray_session
         return cfg.model_copy(update={"train": cfg.train.model_copy(update={
             "stage2": cfg.train.stage2.model_copy(update={"run_name": name})})})
 
+    from realrestorer.train.stages import training_datasets
+
+    datasets = training_datasets(named("whole"), cfg.train.stage2)
+    assert sorted(datasets) == ["real", "synthetic-0", "synthetic-1"]
     whole = train_stage(named("whole"), "stage2")
     monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
     with pytest.raises(Exception, match="(?i)fail|died|exit"):

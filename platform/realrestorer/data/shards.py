@@ -202,13 +202,18 @@ def shard_uris(root_uri: str, split: str | Iterable[str] | None = None, kinds: I
 def read_shards(root_uri: str, split: str | Iterable[str] | None = None, kinds: Iterable[str] | None = None,
                 storage_cfg: storage.StorageConfig | None = None):
     """The pairs of a dataset folder as a `ray.data.Dataset` (optionally some splits, some kinds)."""
-    import pyarrow.fs as pafs
-    import ray.data
-
     uris = shard_uris(root_uri, split, kinds, storage_cfg)
     if not uris:
         raise ValueError(f"no shards under {root_uri} for split={split!r} kinds={kinds!r}")
-    fs, _ = storage.filesystem(root_uri, storage_cfg)
+    return read_shard_files(uris, storage_cfg)
+
+
+def read_shard_files(uris: list[str], storage_cfg: storage.StorageConfig | None = None):
+    """Some shard files of one dataset (as `shard_uris` lists them) as a `ray.data.Dataset`."""
+    import pyarrow.fs as pafs
+    import ray.data
+
+    fs, _ = storage.filesystem(uris[0], storage_cfg)
     paths = [storage.filesystem(u, storage_cfg)[1] for u in uris]
     return ray.data.read_parquet(paths, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
 
@@ -233,6 +238,7 @@ __all__ = [
     "encode_image",
     "num_rows",
     "pair_id",
+    "read_shard_files",
     "read_shards",
     "read_table",
     "shard_name",

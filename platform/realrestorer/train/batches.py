@@ -133,8 +133,10 @@ class RankRows:
 
     Mixed streams draw from two sources at random rates, so workers would reach
     epoch ends at different steps; a streaming split waits for every worker at
-    each epoch start and would deadlock against the gradient all-reduce. Each
-    worker therefore reads the whole dataset and keeps its own rows.
+    each epoch start and would deadlock against the gradient all-reduce. So the
+    driver gives each worker its own shard files of a source where there are at
+    least as many files as workers (`stages.rank_files`; here rank 0 of 1), and
+    otherwise each worker reads the whole source and keeps its own rows.
 
     With `shuffle_buffer` rows the stream passes a local shuffle first, seeded by `seed` and the pass number
     and the same on every worker, so the workers' shares still split the rows between them. Shards keep each

@@ -237,9 +237,15 @@ def train_loop(config: dict[str, Any]) -> None:
             where = ("; ".join(f"{name} pass {p + 1}, after {n} rows of worker 0's share" for name, (p, n) in positions.items())
                      if positions else "this checkpoint holds no source positions, so both sources restart from the top")
             sys.stdout.write(f"{config['stage']}: mixed sources resume at {where}\n")
+        def source(name: str, seed: int) -> RankRows:
+            # This worker's own files of the source where the driver split them, else its rows of the whole source.
+            own = f"{name}-{rank}"
+            if own in config.get("datasets", ()):
+                return RankRows(ray.train.get_dataset_shard(own), 0, 1, stage.shuffle_buffer, seed)
+            return RankRows(ray.train.get_dataset_shard(name), rank, world, stage.shuffle_buffer, seed)
+
         reader = MixingReader(
-            RankRows(ray.train.get_dataset_shard("synthetic"), rank, world, stage.shuffle_buffer, cfg.seed),
-            RankRows(ray.train.get_dataset_shard("real"), rank, world, stage.shuffle_buffer, cfg.seed + 1),
+            source("synthetic", cfg.seed), source("real", cfg.seed + 1),
             cfg.data.mixing, stage.micro_batch_size, stage.steps, seed=cfg.seed * 100_003 + rank, start_step=state["step"],
             draws=state["step"] * num_accum, positions=positions,
         )

@@ -24,7 +24,7 @@ from realrestorer.config import PipelineConfig
 from realrestorer.train.batches import decode_pairs
 from realrestorer.train.config import STAGES, StageConfig
 from realrestorer.data.config import KINDS
-from realrestorer.data.shards import decode_stack, shard_uris
+from realrestorer.data.shards import decode_stack, read_shard_files, shard_uris
 from realrestorer.train.loop import DEEPSPEED_TAG, EMA_FILE, FAIL_AT_STEP_ENV, train_loop
 from realrestorer.train.validate import load_val_set
 
@@ -148,8 +148,17 @@ def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | Non
     return pairs * per_pair
 
 
+def rank_files(uris: list[str], world: int) -> list[list[str]] | None:
+    """Each of `world` workers' own files of a mixed source (every world-th from its rank), or None when there
+    are fewer files than workers."""
+    if len(uris) < world:
+        return None
+    return [uris[rank::world] for rank in range(world)]
+
+
 def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
-    """The stage's training pairs as Ray Datasets: `train` (decoded), or `synthetic` and `real` rows to mix.
+    """The stage's training pairs as Ray Datasets: `train` (decoded), or the rows to mix: `synthetic` and `real`,
+    or per worker `synthetic-<rank>` and `real-<rank>` (`rank_files`).
 
     Shards hold the crops of a few source images each, so in file order a batch would see one or two
     images at a time. A dataset small enough (`cache_mb`) is shuffled row by row (seeded) and materialized
@@ -178,11 +187,20 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
         return ds.materialize() if cached else ds
 
     if stage.mixes:
+        # Mixed sources are not split by Ray (see batches.RankRows): each worker gets its own shard files where
+        # there are enough, `<source>-<rank>`, and reads only those; otherwise the whole source, keeping every
+        # world-th row, which reads the source once per worker.
         others = [kind for kind in stage.kinds if kind != "synthetic"]
-        return {
-            "synthetic": ordered(read_shards(root, split="train", kinds=["synthetic"], storage_cfg=cfg.storage)),
-            "real": ordered(read_shards(root, split="train", kinds=others, storage_cfg=cfg.storage)),
-        }
+        datasets = {}
+        for name, kinds in (("synthetic", ["synthetic"]), ("real", others)):
+            uris = shard_uris(root, "train", kinds, cfg.storage)
+            shares = rank_files(uris, stage.num_workers)
+            if shares is None:
+                datasets[name] = ordered(read_shard_files(uris, cfg.storage))
+            else:
+                datasets.update({f"{name}-{rank}": ordered(read_shard_files(files, cfg.storage))
+                                 for rank, files in enumerate(shares)})
+        return datasets
     return {"train": ordered(read_shards(root, split="train", kinds=stage.kinds, storage_cfg=cfg.storage), decode=True)}
 
 
@@ -317,12 +335,13 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
     ingest.preserve_order = True
     datasets = training_datasets(cfg, stage)
+    loop_config = {**train_loop_config(cfg, stage_name, None), "datasets": sorted(datasets)}
     # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
     data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
     with _mlflow_run(cfg, stage_name, name) as mlflow_run_id:
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config=train_loop_config(cfg, stage_name, mlflow_run_id),
+            train_loop_config={**loop_config, "mlflow_run_id": mlflow_run_id},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=stage.num_workers, use_gpu=stage.use_gpu, resources_per_worker={"CPU": stage.cpus_per_worker}
             ),
