@@ -388,31 +388,51 @@ def test_mixed_sources_are_shuffled_and_split_between_workers(ray_session, pair_
     assert [key[row["degraded"]] for row in resumed.rows_of_pass(1)] == second[1]
 
 
+def test_mixed_source_files_are_dealt_by_rows_or_not_at_all():
+    from realrestorer.train.stages import rank_files
+
+    files = [f"s3://b/train/synthetic-{i}.parquet" for i in range(6)]
+    # Largest first, each to the worker with the fewest rows so far: 10+2+2 | 8+6.
+    assert rank_files(files[:5], [10, 8, 6, 2, 2], 2) == [[files[0], files[3], files[4]], [files[1], files[2]]]
+    # An empty file (every pair of a shard rejected) is left out; what is left must still be fair.
+    assert rank_files(files[:5], [4, 0, 4, 4, 4], 2) == [[files[2], files[4]], [files[0], files[3]]]
+    assert rank_files(files[:3], [4, 4, 4], 2) is None  # 8 against 4 rows: one worker would repeat its pairs twice as often
+    assert rank_files(files[:3], [4, 0, 4], 3) is None  # a worker without a file
+    assert rank_files(files[:1], [4], 2) is None
+
+
+def test_a_worker_reads_its_own_files_whole_or_its_rows_of_the_whole_source():
+    from realrestorer.train.batches import mixed_share
+
+    dealt = ["real", "synthetic-0", "synthetic-1"]
+    assert mixed_share("synthetic", 1, 2, dealt) == ("synthetic-1", 0, 1)
+    assert mixed_share("real", 1, 2, dealt) == ("real", 1, 2)
+
+
 def test_workers_get_their_own_files_of_a_mixed_source_where_there_are_enough(ray_session, tmp_path):
-    """Stage 2 reads its mixed sources unsplit by Ray: with at least one file a worker each worker reads only its
-    own files (every world-th), not the whole source once per worker; with fewer, the whole source."""
-    from realrestorer.data.shards import write_pairs
-    from realrestorer.train.stages import rank_files, training_datasets
+    """Stage 2 reads its mixed sources unsplit by Ray: where the files can be dealt out fairly each worker reads
+    only its own, not the whole source once per worker; otherwise each reads the whole source."""
+    from realrestorer.data.shards import read_table, write_pairs
+    from realrestorer.train.stages import training_datasets
     from tests.train.conftest import make_pairs
 
-    files = [f"s3://b/train/synthetic-{i}.parquet" for i in range(5)]
-    assert rank_files(files, 2) == [files[0::2], files[1::2]] and rank_files(files, 6) is None
-    for index in range(3):
+    for index in range(4):
         write_pairs(make_pairs("train", 1, seed=index, tasks=("noise", "haze")), str(tmp_path), index=index)
-    write_pairs([{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=7, tasks=("rain",))], str(tmp_path))
+    for index in range(3):
+        write_pairs([{**row, "kind": "proxy"} for row in make_pairs("train", 1, seed=7 + index, tasks=("rain",))],
+                    str(tmp_path), index=index)
     cfg = load_config("tiny", [f"storage.root={tmp_path}", f"data.output={tmp_path}", "train.stage2.num_workers=2",
-                       "train.stage2.micro_batch_size=8"])
+                               "train.stage2.micro_batch_size=8"])
     datasets = training_datasets(cfg, cfg.train.stage2)
+    # Four synthetic files of 2 pairs deal 4 | 4; three proxy files of 1 would deal 2 | 1, so the rows are split.
     assert sorted(datasets) == ["real", "synthetic-0", "synthetic-1"]
-    from realrestorer.data.shards import read_table
-
     # Which file each pair came from, by its degraded image's bytes (the datasets are materialized: small set).
     origin = {image: Path(uri).name for uri in sorted(tmp_path.glob("train/*.parquet"))
               for image in read_table(str(uri)).column("degraded").to_pylist()}
     read = {name: sorted({origin[row["degraded"]] for row in ds.take_all()}) for name, ds in datasets.items()}
-    assert read["synthetic-0"] == ["synthetic-00000.parquet", "synthetic-00002.parquet"]
-    assert read["synthetic-1"] == ["synthetic-00001.parquet"] and read["real"] == ["proxy-00000.parquet"]
-    assert sum(datasets[f"synthetic-{rank}"].count() for rank in (0, 1)) == 6
+    assert read["synthetic-0"] == ["synthetic-00001.parquet", "synthetic-00003.parquet"]
+    assert read["synthetic-1"] == ["synthetic-00000.parquet", "synthetic-00002.parquet"]
+    assert read["real"] == ["proxy-00000.parquet", "proxy-00001.parquet", "proxy-00002.parquet"]
 
 
 def test_a_tracking_server_that_goes_away_costs_its_metrics_not_the_training(tmp_path, monkeypatch, capsys):

@@ -170,6 +170,13 @@ class RankRows:
         return self.rows_of_pass(self.passes - 1)
 
 
+def mixed_share(source: str, rank: int, world: int, datasets: list[str]) -> tuple[str, int, int]:
+    """Which dataset worker `rank` reads a mixed source from, and its (rank, world) in that dataset's rows: its own
+    files `<source>-<rank>` whole where the driver dealt them out, else every world-th row of the whole source."""
+    own = f"{source}-{rank}"
+    return (own, 0, 1) if own in datasets else (source, rank, world)
+
+
 def mixed_micro_batches(reader, first_step: int, num_accum: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Endless (0, micro-batches drawn, batch) from a stage-2 `MixingReader`, its ratio following the optimizer step."""
     count = first_step * num_accum

@@ -37,7 +37,8 @@ from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
 from realrestorer.train.batches import (
-    RankRows, augment_pairs, micro_batches, mixed_micro_batches, resume_position, resume_sources, step_seed,
+    RankRows, augment_pairs, micro_batches, mixed_micro_batches, mixed_share, resume_position, resume_sources,
+    step_seed,
 )
 from realrestorer.train.deepspeed import build_engine
 from realrestorer.train.ema import EMA
@@ -238,11 +239,8 @@ def train_loop(config: dict[str, Any]) -> None:
                      if positions else "this checkpoint holds no source positions, so both sources restart from the top")
             sys.stdout.write(f"{config['stage']}: mixed sources resume at {where}\n")
         def source(name: str, seed: int) -> RankRows:
-            # This worker's own files of the source where the driver split them, else its rows of the whole source.
-            own = f"{name}-{rank}"
-            if own in config.get("datasets", ()):
-                return RankRows(ray.train.get_dataset_shard(own), 0, 1, stage.shuffle_buffer, seed)
-            return RankRows(ray.train.get_dataset_shard(name), rank, world, stage.shuffle_buffer, seed)
+            dataset, share_rank, share_world = mixed_share(name, rank, world, config.get("datasets", []))
+            return RankRows(ray.train.get_dataset_shard(dataset), share_rank, share_world, stage.shuffle_buffer, seed)
 
         reader = MixingReader(
             source("synthetic", cfg.seed), source("real", cfg.seed + 1),

@@ -148,12 +148,36 @@ def decoded_mb(cfg: PipelineConfig, kinds: list[str], stop_above_mb: float | Non
     return pairs * per_pair
 
 
-def rank_files(uris: list[str], world: int) -> list[list[str]] | None:
-    """Each of `world` workers' own files of a mixed source (every world-th from its rank), or None when there
-    are fewer files than workers."""
-    if len(uris) < world:
+def rank_files(uris: list[str], rows: list[int], world: int, spread: float = 1.25) -> list[list[str]] | None:
+    """Each of `world` workers' own files of a mixed source, dealt by row count, or None where that cannot be fair.
+
+    Largest file first, each to the worker with the fewest rows so far; empty files (a shard whose every pair
+    was rejected) are left out. Every worker draws from its share at the same rate, so a share with fewer rows
+    would repeat its pairs more often: None when a worker would get no file or the largest share exceeds the
+    smallest by more than `spread`, and the workers split the whole source by rows instead.
+    """
+    files = sorted((n, uri) for uri, n in zip(uris, rows) if n > 0)
+    if len(files) < world:
         return None
-    return [uris[rank::world] for rank in range(world)]
+    shares: list[list[str]] = [[] for _ in range(world)]
+    totals = [0] * world
+    for n, uri in reversed(files):
+        rank = min(range(world), key=lambda r: (totals[r], r))
+        shares[rank].append(uri)
+        totals[rank] += n
+    if max(totals) > spread * min(totals):
+        return None
+    return [sorted(share) for share in shares]
+
+
+def file_rows(uris: list[str], storage_cfg=None) -> list[int]:
+    """Row counts of shard files from their Parquet footers (no pixels read), a few files at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from realrestorer.data.shards import num_rows
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda uri: num_rows(uri, storage_cfg), uris))
 
 
 def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]:
@@ -188,13 +212,15 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
 
     if stage.mixes:
         # Mixed sources are not split by Ray (see batches.RankRows): each worker gets its own shard files where
-        # there are enough, `<source>-<rank>`, and reads only those; otherwise the whole source, keeping every
-        # world-th row, which reads the source once per worker.
+        # they can be dealt fairly (`rank_files`), `<source>-<rank>`, and reads only those; otherwise the whole
+        # source, keeping every world-th row, which reads the source once per worker.
         others = [kind for kind in stage.kinds if kind != "synthetic"]
         datasets = {}
         for name, kinds in (("synthetic", ["synthetic"]), ("real", others)):
             uris = shard_uris(root, "train", kinds, cfg.storage)
-            shares = rank_files(uris, stage.num_workers)
+            shares = None
+            if len(uris) >= stage.num_workers:
+                shares = rank_files(uris, file_rows(uris, cfg.storage), stage.num_workers)
             if shares is None:
                 datasets[name] = ordered(read_shard_files(uris, cfg.storage))
             else:
