@@ -225,6 +225,22 @@ def test_validation_shares_are_whole_batches_of_the_one_worker_cut(num_pairs, ba
     assert [start for starts, _ in shares for start in starts] == list(range(0, num_pairs, batch_size))
 
 
+def test_validation_shares_merge_back_in_val_set_order():
+    from realrestorer.train.validate import merge_shares, rank_share
+
+    groups = ["haze", "haze", "rain", "rain", "rain"]
+    restored = np.random.default_rng(0).random((5, 4, 4, 3), dtype=np.float32)
+    second = rank_share(groups, np.array([3, 4]), restored[3:])
+    first = rank_share(groups, np.array([0, 1, 2]), restored[:3])
+    assert set(first[1]) == {0, 2} and second[1] == {}  # only the grid's rows (each group's first pair) travel
+    psnr, ssim, rows = merge_shares([(second[0], np.array([3.0, 4.0]), np.array([0.3, 0.4]), second[1]),
+                                     (first[0], np.array([0.0, 1.0, 2.0]), np.array([0.0, 0.1, 0.2]), first[1])], 5)
+    assert psnr.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and ssim.tolist() == [0.0, 0.1, 0.2, 0.3, 0.4]
+    np.testing.assert_allclose(rows[2], restored[2], atol=0.5 / 255 + 1e-7)
+    with pytest.raises(RuntimeError, match="cover 3 of 5 pairs"):
+        merge_shares([(first[0], np.zeros(3), np.zeros(3), {})], 5)
+
+
 def test_validation_shares_restore_what_one_worker_restores_in_lockstep():
     """Three ranks' shares of ten pairs, put together, are one worker's outputs (the noise flow draws each batch's
     noise from its seed); under lockstep (ZeRO-3) every rank runs the DiT as often as the busiest one."""

@@ -105,18 +105,9 @@ def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray,
                                                      lockstep)
     restorer.train()
     psnr, ssim = validate.image_scores(clean[indices], restored)
-    # The grid's rows travel as uint8, as the grid stores them: a val image at 1024² is 12 MB in float32.
-    firsts = set(validate.group_firsts(val["group"]))
-    rows = {int(i): (image * 255.0 + 0.5).clip(0, 255).astype(np.uint8) for i, image in zip(indices, restored) if i in firsts}
-    shares = _gathered((indices, psnr, ssim, rows), world)
-    order = np.concatenate([share[0] for share in shares])
-    if sorted(order.tolist()) != list(range(len(degraded))):
-        raise RuntimeError(f"validation shares cover {len(order)} of {len(degraded)} pairs")
-    psnr_all, ssim_all = np.empty(len(order)), np.empty(len(order))
-    psnr_all[order] = np.concatenate([share[1] for share in shares])
-    ssim_all[order] = np.concatenate([share[2] for share in shares])
-    grid_rows = {i: row.astype(np.float32) / 255.0 for share in shares for i, row in share[3].items()}
-    metrics = validate.per_group(val["group"], psnr_all, ssim_all, "val")
+    indices, rows = validate.rank_share(val["group"], indices, restored)
+    psnr, ssim, grid_rows = validate.merge_shares(_gathered((indices, psnr, ssim, rows), world), len(degraded))
+    metrics = validate.per_group(val["group"], psnr, ssim, "val")
     return metrics, validate.sample_grid(val["group"], degraded, grid_rows, clean)
 
 

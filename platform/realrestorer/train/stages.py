@@ -219,7 +219,7 @@ def training_datasets(cfg: PipelineConfig, stage: StageConfig) -> dict[str, Any]
         for name, kinds in (("synthetic", ["synthetic"]), ("real", others)):
             uris = shard_uris(root, "train", kinds, cfg.storage)
             shares = None
-            if len(uris) >= stage.num_workers:
+            if len(uris) >= stage.num_workers:  # else no deal is possible: spare the footer reads
                 shares = rank_files(uris, file_rows(uris, cfg.storage), stage.num_workers)
             if shares is None:
                 datasets[name] = ordered(read_shard_files(uris, cfg.storage))
@@ -362,7 +362,7 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     ingest.preserve_order = True
     datasets = training_datasets(cfg, stage)
     loop_config = {**train_loop_config(cfg, stage_name, None), "datasets": sorted(datasets)}
-    # Mixed sources are read whole by every worker (see batches.RankRows); a single source is split.
+    # Mixed sources are not split by Ray (see training_datasets and batches.RankRows); a single source is.
     data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
     with _mlflow_run(cfg, stage_name, name) as mlflow_run_id:
         trainer = TorchTrainer(

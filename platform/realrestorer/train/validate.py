@@ -129,4 +129,30 @@ def sample_grid(groups: list[str], degraded: np.ndarray, restored, clean: np.nda
     `restored` is indexed like the val set: an array, or a mapping that holds at least the groups' first pairs.
     """
     rows = [np.concatenate([degraded[i], restored[i], clean[i]], axis=1) for i in group_firsts(groups)]
-    return (np.concatenate(rows, axis=0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    return to_uint8(np.concatenate(rows, axis=0))
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] as uint8, rounded."""
+    return (images * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def rank_share(groups: list[str], indices: np.ndarray, restored: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """What a rank sends of its restored share: its indices and, as uint8, those of the grid's rows it holds
+    (a val image at 1024² is 12 MB in float32)."""
+    firsts = set(group_firsts(groups))
+    return indices, {int(i): to_uint8(image) for i, image in zip(indices, restored) if i in firsts}
+
+
+def merge_shares(shares: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]],
+                 num_pairs: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Every rank's (indices, PSNR, SSIM, grid rows) put together: PSNR and SSIM in val-set order, and the grid
+    rows as float images. Shares that do not cover the set exactly once are an error."""
+    order = np.concatenate([share[0] for share in shares])
+    if sorted(order.tolist()) != list(range(num_pairs)):
+        raise RuntimeError(f"validation shares cover {len(order)} of {num_pairs} pairs")
+    psnr, ssim = np.empty(num_pairs), np.empty(num_pairs)
+    psnr[order] = np.concatenate([share[1] for share in shares])
+    ssim[order] = np.concatenate([share[2] for share in shares])
+    rows = {i: row.astype(np.float32) / 255.0 for share in shares for i, row in share[3].items()}
+    return psnr, ssim, rows
