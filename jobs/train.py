@@ -25,7 +25,7 @@ def _summary(result: dict) -> str:
         f"stage {result['stage']} · run {result['run_name']} · {result['steps']} steps in {result['seconds']:.0f} s",
         f"model     {result['model_uri']}",
         f"loss      {metrics.get('loss', float('nan')):.4f}   samples/s {metrics.get('samples_per_s', float('nan')):.1f}"
-        + (f"   MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""),
+        + (f"   MFU {metrics['mfu']:.1%} ({metrics['mfu_6nt']:.1%} by 6·N·T)" if "mfu_6nt" in metrics else ""),
         f"{'group':<22}{'identity PSNR':>14}{'PSNR':>8}{'Δ dB':>8}{'SSIM':>8}",
     ]
     groups = sorted({k.split("/")[1] for k in metrics if k.startswith("val/")}, key=lambda g: (g == "mean", g))

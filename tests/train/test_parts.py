@@ -1,4 +1,5 @@
-"""Pieces of the trainer that need no Ray cluster: batches, seeds, EMA, step cost."""
+"""Pieces of the trainer below a full Ray Train run: batches, seeds, EMA, step cost, validation shares, dataset
+layout (some on a local Ray session, for Ray Data)."""
 
 from __future__ import annotations
 
@@ -188,6 +189,9 @@ def test_step_cost_counts_flops_and_tokens_of_the_dit():
     # Matmul FLOPs of forward + backward are about 6 per parameter per token (modulation runs once per sample).
     seq = cost.tokens_per_sample + cfg.max_text_tokens
     assert 0.5 * 6 * num_params * seq < cost.flops_per_sample < 1.5 * 6 * num_params * seq
+    # The usual 6·N·T estimate counts every weight on every token; the modulation weights act once per sample.
+    assert cost.flops_6nt_per_sample == 6 * num_params * seq
+    assert cost.flops_6nt_per_sample > 1.1 * cost.flops_per_sample
     deeper = dit_step_cost(cfg.model_copy(update={"dit": cfg.dit.model_copy(update={"num_single_layers": 8})}))
     assert deeper.flops_per_sample > 1.3 * cost.flops_per_sample
 
@@ -196,8 +200,10 @@ def test_rates_report_mfu_only_with_a_known_peak():
     cost = dit_step_cost(load_config("tiny").model)
     cpu = rates(cost, num_samples=32, seconds=2.0, num_devices=1, peak=None)
     assert cpu["samples_per_s"] == 16 and cpu["tokens_per_s"] == 16 * cost.tokens_per_sample and "mfu" not in cpu
+    assert "mfu_6nt" not in cpu
     gpu = rates(cost, num_samples=32, seconds=2.0, num_devices=2, peak=1e12)
     assert gpu["mfu"] == pytest.approx(16 * cost.flops_per_sample / 2e12)
+    assert gpu["mfu_6nt"] == pytest.approx(16 * cost.flops_6nt_per_sample / 2e12)
     with pytest.raises(ValueError, match="positive"):
         rates(cost, 0, 1.0, 1, None)
 
@@ -425,7 +431,7 @@ def test_a_worker_reads_its_own_files_whole_or_its_rows_of_the_whole_source():
     assert mixed_share("real", 1, 2, dealt) == ("real", 1, 2)
 
 
-def test_workers_get_their_own_files_of_a_mixed_source_where_there_are_enough(ray_session, tmp_path):
+def test_workers_get_their_own_files_of_a_mixed_source_where_they_deal_out_fairly(ray_session, tmp_path):
     """Stage 2 reads its mixed sources unsplit by Ray: where the files can be dealt out fairly each worker reads
     only its own, not the whole source once per worker; otherwise each reads the whole source."""
     from realrestorer.data.shards import read_table, write_pairs
