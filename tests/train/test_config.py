@@ -150,9 +150,9 @@ def test_pairs_smaller_than_the_model_resolution_are_refused():
 
 
 def test_consolidation_reserves_the_memory_of_the_merged_weights():
-    """The 12 B DiT merges to 48 GB of fp32 weights: the task asks for that much on one node, not landing on a
-    small head node to be killed after training. Where no node is that large it takes the largest and says so,
-    rather than waiting for a node that may never come."""
+    """The 12 B DiT merges to 48 GB of fp32 weights: the task asks for those plus a one-shard margin (about 59 GB)
+    on one node, not landing on a small head node to be killed after training. Where no node is that large it
+    takes the largest and says so, rather than waiting for a node that may never come."""
     from realrestorer.train.stages import consolidation_memory
 
     need, warning = consolidation_memory(12 * 10**9, [32e9, 512e9])

@@ -89,7 +89,7 @@ class MixingReader:
 
     Resumable: the draws of batch number `draws` (which samples are synthetic, which get web re-encoding) come
     from a generator seeded by (`seed`, `draws`), and `positions()` says how far each source has been read;
-    a reader made with the saved `draws` and `positions` goes on with the same batches.
+    a reader made with `draws` (the batches drawn so far) and the saved `positions` goes on with the same batches.
     """
 
     def __init__(self, synthetic: Iterable | Any, real: Iterable | Any, cfg: MixingConfig, batch_size: int,

@@ -2,8 +2,10 @@
 
 A worker's stream is a sequence of epochs over its shard; within an epoch the
 order comes from a local shuffle seeded by (seed, epoch). The position is
-(epoch, micro-batches consumed in it), which is all a checkpoint needs to put a
-resumed run back at the same place in the data.
+(epoch, micro-batches consumed in it), which is all a checkpoint of a non-mixing
+stage needs to put a resumed run back at the same place in the data. A mixed
+(stage-2) stream resumes from the step and each worker's (pass, rows read) place
+in both sources (`resume_sources`).
 """
 
 from __future__ import annotations
@@ -134,9 +136,10 @@ class RankRows:
     Mixed streams draw from two sources at random rates, so workers would reach
     epoch ends at different steps; a streaming split waits for every worker at
     each epoch start and would deadlock against the gradient all-reduce. So the
-    driver gives each worker its own shard files of a source where there are at
-    least as many files as workers (`stages.rank_files`; here rank 0 of 1), and
-    otherwise each worker reads the whole source and keeps its own rows.
+    driver gives each worker its own shard files of a source where `stages.rank_files`
+    can deal them out fairly by row count (every worker a share, the largest within
+    1.25× of the smallest; here rank 0 of 1), and otherwise each worker reads the
+    whole source and keeps its own rows.
 
     With `shuffle_buffer` rows the stream passes a local shuffle first, seeded by `seed` and the pass number
     and the same on every worker, so the workers' shares still split the rows between them. Shards keep each

@@ -6,11 +6,12 @@ there is one, and then runs optimizer steps until the stage's planned count.
 Every `checkpoint_every` steps all workers save their DeepSpeed shards and call
 `ray.train.report` together.
 
-Data position: a single-kind stage streams epochs of its Ray Data shard and a
+Data position: a non-mixing stage streams epochs of its Ray Data shard and a
 checkpoint records (epoch, micro-batches consumed), so a resumed run skips to the
-same place. A mixed stage (stage 2) restarts its sources on resume and re-seeds
-its synthetic/real draws from the step; its synthetic share is a function of the
-step and the planned step count alone, so the mix resumes on schedule.
+same place. A mixed stage (stage 2) records each worker's (pass, rows read) place
+in both sources; on resume the reader skips those rows and seeds its
+synthetic/real picks by draw number, which follows from the step, so it hands out
+the batches the uninterrupted run would have.
 
 Fault injection for tests: with REALRESTORER_FAIL_AT_STEP=N set, rank 0 of a
 run that started without a checkpoint exits the process abruptly when it

@@ -100,7 +100,8 @@ def restore_val_set(restorer, val: dict[str, list[Any]], degraded: np.ndarray, n
     """This rank's share of a decoded val set restored: its pairs' indices and N×H×W×3 float32 in [0, 1].
 
     With `lockstep` (ZeRO-3, whose every forward gathers weights collectively) a rank with fewer batches
-    than the busiest one restores its first batch again, unscored, until it has run as many forwards.
+    than the busiest one restores its first batch again (the set's first batch if it has none), unscored, until
+    it has run as many forwards.
     """
     starts, per_rank = rank_batches(len(degraded), batch_size, rank, world)
     indices, outputs = [], []
