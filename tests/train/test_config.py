@@ -38,6 +38,8 @@ def test_unknown_stage_is_a_clear_error():
         ({"compile": True, "zero_stage": 3}, "compile needs zero_stage <= 2"),
         ({"steps": 10, "warmup_steps": 10}, "warmup_steps 10 must be below steps 10"),
         ({"kinds": ["synthetic", "synthetic"]}, "repeats a kind"),
+        ({"use_gpu": True, "batch_size": 16, "micro_batch_size": 4, "zero_stage": 1}, "sum their gradients in bf16"),
+        ({"use_gpu": True, "batch_size": 16, "micro_batch_size": 8, "zero_stage": 0}, "use zero_stage 2"),
     ],
 )
 def test_bad_stage_configs_are_rejected(overrides, message):
@@ -90,6 +92,11 @@ def test_deepspeed_config_on_cpu_and_gpu():
     assert gpu["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     # The optimizer starts at the first warmup LR; the loop sets each later step's LR itself.
     assert gpu["optimizer"]["params"]["lr"] == pytest.approx(2e-5)
+    # Micro-batch gradients sum in fp32 on GPU (test_parts shows what that changes); with one micro-batch a step
+    # there is nothing to sum and no fp32 buffers are made; fp32 on CPU sums in fp32 anyway.
+    assert gpu["gradient_accumulation_steps"] > 1 and gpu["data_types"] == {"grad_accum_dtype": "fp32"}
+    single = deepspeed_config(StageConfig(use_gpu=True, zero_stage=1, batch_size=16, micro_batch_size=16))
+    assert "data_types" not in single and "data_types" not in cpu
 
 
 def test_stage2_starts_from_the_consolidated_stage1_model(tmp_path):

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+import socket
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +199,31 @@ def test_step_cost_counts_flops_and_tokens_of_the_dit():
     assert cost.flops_6nt_per_sample > 1.1 * cost.flops_per_sample
     deeper = dit_step_cost(cfg.model_copy(update={"dit": cfg.dit.model_copy(update={"num_single_layers": 8})}))
     assert deeper.flops_per_sample > 1.3 * cost.flops_per_sample
+
+
+def _bf16_sums(precision: str) -> dict:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(__file__).with_name("bf16_sums.py")
+    done = subprocess.run([sys.executable, str(script), str(port), precision], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_micro_batch_gradients_sum_in_fp32_under_bf16():
+    """A bf16 engine (DeepSpeed's GPU precision, here on CPU) accumulating 8 micro-batches: one with gradient 1,
+    seven with 1e-3. Summed in bf16 the small ones vanish (each is under 1/256 of the running sum); the trainer's
+    config sums in fp32 and the step sees all of them. Its checkpoint still consolidates to the fp32 master."""
+    exact = (1.0 + 7 * float(torch.tensor(1e-3, dtype=torch.bfloat16))) / 8  # DeepSpeed averages the micro-batches
+    trainer, without = _bf16_sums("fp32"), _bf16_sums("bf16")
+    for zero in ("2", "3"):
+        assert without[zero]["norm"] == pytest.approx(1 / 8, rel=1e-6)
+        assert trainer[zero]["norm"] == pytest.approx(exact, rel=1e-5)
+        # AdamW's first step moves the weight by about lr = 1e-5: kept by the fp32 master, lost in the bf16 module.
+        assert trainer[zero]["module_dtype"] == "torch.bfloat16" and trainer[zero]["module"] == 1.0
+        assert trainer[zero]["master"] == pytest.approx(1.0 - 1e-5, abs=1e-7)
 
 
 def test_rates_report_mfu_only_with_a_known_peak():

@@ -99,6 +99,12 @@ class StageConfig(BaseModel):
                 f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size} "
                 f"× num_workers {self.num_workers}"
             )
+        if self.use_gpu and self.grad_accumulation > 1 and self.zero_stage < 2:
+            raise ValueError(
+                f"zero_stage {self.zero_stage} on GPU with {self.grad_accumulation} micro-batches a step would sum "
+                "their gradients in bf16 (DeepSpeed sums in fp32 only under ZeRO-2/3 here); use zero_stage 2, or "
+                "micro_batch_size × num_workers = batch_size"
+            )
         if self.ema_decay is not None and self.zero_stage == 3:
             raise ValueError("ema_decay needs zero_stage <= 2: ZeRO-3 never holds whole weights on one worker")
         if self.compile and self.zero_stage == 3:

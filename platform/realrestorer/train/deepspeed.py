@@ -18,7 +18,8 @@ _QUIET = 10**9
 
 
 def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
-    """DeepSpeed's config dict: bf16 with fp32 master weights on GPU, plain fp32 on CPU."""
+    """DeepSpeed's config dict: bf16 with fp32 master weights on GPU (and fp32 gradient sums when micro-batches
+    accumulate), plain fp32 on CPU."""
     zero: dict[str, Any] = {"stage": stage.zero_stage}
     if stage.zero_stage >= 2:
         # Overlapping reduction with backward needs CUDA streams; on CPU it only adds copies.
@@ -26,7 +27,7 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
     if stage.zero_stage == 3:
         # Gather whole weights at save time, so the last checkpoint also holds a servable module.
         zero.update(stage3_gather_16bit_weights_on_model_save=True)
-    return {
+    config: dict[str, Any] = {
         "train_batch_size": stage.batch_size,
         "train_micro_batch_size_per_gpu": stage.micro_batch_size,
         "gradient_accumulation_steps": stage.grad_accumulation,
@@ -50,6 +51,13 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
         "steps_per_print": _QUIET,
         "wall_clock_breakdown": False,
     }
+    if stage.use_gpu and stage.grad_accumulation > 1:
+        # Otherwise micro-batch gradients are summed in bf16, whose 8-bit mantissa drops any addend below 1/256 of
+        # the running sum. fp32 sums cost 4 bytes a parameter of each worker's partition. StageConfig allows this
+        # only under ZeRO-2/3: ZeRO-0 has no fp32 sums in DeepSpeed, and at ZeRO-1 they switch DeepSpeed to its
+        # BF16 optimizer, whose checkpoints zero_to_fp32 cannot consolidate ("is not a zero checkpoint").
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
+    return config
 
 
 class DiTObjective(torch.nn.Module):
