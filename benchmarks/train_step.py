@@ -198,29 +198,17 @@ def measure_bare(name: str, batch: int, warmup: int, steps: int, data: str = "ph
 
 def measure_deepspeed(name: str, batch: int, warmup: int, steps: int, zero_stage: int, data: str = "photos",
                       overrides: tuple[str, ...] = (), compile: bool = False, profile_to: str | None = None) -> dict:
-    import deepspeed
     import torch
 
-    from realrestorer.model import build_restorer
-    from realrestorer.model.transformer import compile_blocks
     from realrestorer.train.config import StageConfig
-    from realrestorer.train.deepspeed import build_engine
+    from realrestorer.train.deepspeed import build_trainee, init_one_process
 
     device = _device()
-    if not torch.distributed.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29517")
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    init_one_process(device)
     cfg = model_config(name, overrides)
     stage = StageConfig(batch_size=batch, micro_batch_size=batch, zero_stage=zero_stage, use_gpu=device.type == "cuda",
                         compile=compile)
-    restorer = build_restorer(cfg.model)
-    if stage.compile:
-        compile_blocks(restorer.dit)
-    engine, _ = build_engine(restorer, stage, device)
+    engine = build_trainee(cfg, stage, device).engine
     engine.train()
     clean, degraded, prompts = _fixed_batch(cfg, batch, device, data)
 

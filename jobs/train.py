@@ -18,7 +18,7 @@ from realrestorer.train.config import STAGES
 
 
 def _summary(result: dict) -> str:
-    from realrestorer.degrade import TASKS
+    from realrestorer.train.validate import score_table
 
     metrics = result["metrics"]
     lines = [
@@ -26,23 +26,8 @@ def _summary(result: dict) -> str:
         f"model     {result['model_uri']}",
         f"loss      {metrics.get('loss', float('nan')):.4f}   samples/s {metrics.get('samples_per_s', float('nan')):.1f}"
         + (f"   MFU {metrics['mfu']:.1%} ({metrics['mfu_6nt']:.1%} by 6·N·T)" if "mfu_6nt" in metrics else ""),
-        f"{'group':<22}{'identity PSNR':>14}{'PSNR':>8}{'Δ dB':>8}{'SSIM':>8}",
     ]
-    groups = sorted({k.split("/")[1] for k in metrics if k.startswith("val/")}, key=lambda g: (g == "mean", g))
-    won = []
-    for group in groups:
-        base, psnr = metrics.get(f"identity/{group}/psnr", float("nan")), metrics[f"val/{group}/psnr"]
-        lines.append(f"{group:<22}{base:>14.2f}{psnr:>8.2f}{psnr - base:>+8.2f}{metrics[f'val/{group}/ssim']:>8.3f}")
-        if group != "mean" and psnr > base:
-            won.append(group)
-    parts = []
-    for label, members in (("tasks", [g for g in groups if g in TASKS]),
-                           ("other groups", [g for g in groups if g not in TASKS and g != "mean"])):
-        if members:
-            names = [g for g in members if g in won]
-            parts.append(f"{len(names)} of {len(members)} {label} ({', '.join(names) or 'none'})")
-    lines.append("beats the identity baseline on " + " and ".join(parts))
-    return "\n".join(lines)
+    return "\n".join([*lines, score_table(metrics)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,11 @@
 
 A one-weight model sees one micro-batch with gradient 1 and seven with gradient 1e-3. Prints one JSON line: per
 stage, the optimizer's class, the global gradient norm DeepSpeed measured at the step, and the weight the ZeRO
-checkpoint consolidates to (the fp32 master) next to the bf16 weight the module holds. argv: a free port, then
-`fp32` (the trainer's config) or `bf16` (the config without its fp32 sums).
+checkpoint consolidates to (the fp32 master) next to the bf16 weight the module holds. argv: `fp32` (the
+trainer's config) or `bf16` (the config without its fp32 sums).
 """
 
 import json
-import os
 import sys
 import tempfile
 
@@ -16,16 +15,15 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from realrestorer.train.config import StageConfig
-from realrestorer.train.deepspeed import deepspeed_config
+from realrestorer.train.deepspeed import deepspeed_config, init_one_process
 
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-deepspeed.init_distributed(dist_backend="gloo")
+init_one_process(torch.device("cpu"))
 out = {}
 for zero in (2, 3):
     stage = StageConfig(use_gpu=True, zero_stage=zero, batch_size=8, micro_batch_size=1, lr=1e-5, warmup_steps=0,
                         weight_decay=0.0)
     config = deepspeed_config(stage)
-    if sys.argv[2] == "bf16":
+    if sys.argv[1] == "bf16":
         config.pop("data_types", None)
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.ones_(model.weight)

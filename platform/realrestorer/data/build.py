@@ -102,14 +102,14 @@ SCAN_IN_DRIVER_MAX = 32
 
 
 def _scan(cfg: PipelineConfig, uris: list[str], num_workers: int) -> tuple[list[str], Counter]:
-    import ray.data
-
     rejections: Counter = Counter()
     cfg_json = cfg.model_dump_json()
     if len(uris) <= SCAN_IN_DRIVER_MAX:
         batch = _scan_batch({"source_uri": np.array(uris)}, cfg_json)
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
     else:
+        import ray.data
+
         ds = ray.data.from_items([{"source_uri": u} for u in uris], override_num_blocks=min(len(uris), 4 * num_workers))
         rows = ds.map_batches(
             _scan_batch, fn_kwargs={"cfg_json": cfg_json}, batch_size=16,
@@ -123,7 +123,11 @@ def _scan(cfg: PipelineConfig, uris: list[str], num_workers: int) -> tuple[list[
     return [r["source_uri"] for r, dup in zip(valid, duplicate) if not dup], rejections
 
 
-def _plan(cfg: PipelineConfig, num_workers: int) -> tuple[list[dict[str, Any]], Counter, int]:
+def plan_dataset(cfg: PipelineConfig, num_workers: int) -> tuple[list[dict[str, Any]], Counter, int]:
+    """(shards to build, sources rejected by the scan, source count): the whole plan of `cfg`'s dataset.
+
+    Scans up to `SCAN_IN_DRIVER_MAX` sources in this process, more on Ray Data with `num_workers` tasks.
+    """
     data = cfg.data
     uris = list_clean(data.clean_source, cfg.storage)
     if not uris:
@@ -228,7 +232,7 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
     start = time.perf_counter()
     output = output_uri(cfg)
     num_workers = cfg.data.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    plan, scan_rejections, num_sources = _plan(cfg, num_workers)
+    plan, scan_rejections, num_sources = plan_dataset(cfg, num_workers)
     # A shard is complete when its marker names the very items this plan gives it; a marker left by another
     # plan (another crop count or cap, older code) does not count, and shards this plan does not name go.
     planned = {_name(s) for s in plan}
@@ -289,4 +293,4 @@ def _log_to_mlflow(summary: dict[str, Any], manifest: dict[str, Any], output: st
         mlflow.log_image(sheet, "contact_sheet.png")
 
 
-__all__ = ["build_dataset", "output_uri", "plan_shards"]
+__all__ = ["build_dataset", "output_uri", "plan_dataset", "plan_shards"]

@@ -6,6 +6,9 @@ it without DeepSpeed's import-time side effects.
 
 from __future__ import annotations
 
+import os
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +63,25 @@ def deepspeed_config(stage: StageConfig) -> dict[str, Any]:
     return config
 
 
+def init_one_process(device: torch.device) -> None:
+    """Make this process a world of one for DeepSpeed (NCCL on GPU, gloo on CPU), outside Ray Train.
+
+    For the drivers that time or train the engine on a machine without Ray (benchmarks/); Ray Train's workers
+    get their process group from Ray.
+    """
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:  # a free port, so two such processes on one machine do not collide
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+
+
 class DiTObjective(torch.nn.Module):
     """What the engine wraps: the restorer's training loss, with the DiT as its only submodule.
 
@@ -94,3 +116,40 @@ def build_engine(restorer, stage: StageConfig, device: torch.device):
         config=deepspeed_config(stage),
     )
     return engine, optimizer
+
+
+@dataclass
+class Trainee:
+    """What a training worker steps: the restorer, the engine over its DiT, the optimizer and the EMA (or None)."""
+
+    restorer: Any
+    engine: Any
+    optimizer: Any
+    ema: Any
+    num_params: int  # the DiT's, counted before ZeRO-3 partitions it
+
+
+def build_trainee(cfg, stage: StageConfig, device: torch.device, init_dit: str | None = None,
+                  init_key: str = "model.pretrained_dit_path") -> Trainee:
+    """The restorer of `cfg` set up as `stage` trains it, its DiT from `init_dit` where given: gradient
+    checkpointing, compiled blocks, the DeepSpeed engine on `device` and the EMA."""
+    from realrestorer.model.restorer import build_restorer, load_dit
+    from realrestorer.model.transformer import compile_blocks
+    from realrestorer.train.ema import EMA
+
+    # diffusers initialises weights from torch's global generator: seed it so a run's start is reproducible.
+    torch.manual_seed(cfg.seed)
+    restorer = build_restorer(cfg.model)
+    if init_dit:
+        restorer.dit = load_dit(init_dit, cfg.model, key=init_key)
+    num_params = sum(p.numel() for p in restorer.dit.parameters())
+    if stage.grad_checkpointing:
+        restorer.dit.enable_gradient_checkpointing()
+    if stage.compile:
+        compile_blocks(restorer.dit)
+    engine, optimizer = build_engine(restorer, stage, device)
+    # Built after the engine, from the weights it holds. In the Ray trainer on every rank: each validates its share
+    # of the val set with the average; ZeRO 0-2 (EMA needs one of them) keeps the same weights on every rank, so the
+    # shadows agree.
+    ema = EMA(restorer.dit, stage.ema_decay) if stage.ema_decay is not None else None
+    return Trainee(restorer, engine, optimizer, ema, num_params)

@@ -33,15 +33,13 @@ import numpy as np
 import torch
 
 from realrestorer.config import PipelineConfig
-from realrestorer.model.restorer import build_restorer, load_dit
-from realrestorer.model.transformer import compile_blocks
 from realrestorer.train import validate
 from realrestorer.data.mixing import MixingReader, ratio_at
+from realrestorer.train.augment import augment_pairs, step_seed
 from realrestorer.train.batches import (
-    RankRows, augment_pairs, micro_batches, mixed_micro_batches, mixed_share, resume_position, resume_sources,
-    step_seed,
+    RankRows, micro_batches, mixed_micro_batches, mixed_share, resume_position, resume_sources,
 )
-from realrestorer.train.deepspeed import build_engine
+from realrestorer.train.deepspeed import build_trainee
 from realrestorer.train.ema import EMA
 from realrestorer.train.schedule import learning_rate
 from realrestorer.train.throughput import Stopwatch, cpu_math, cuda_math, dit_step_cost, peak_flops, rates
@@ -180,20 +178,9 @@ def train_loop(config: dict[str, Any]) -> None:
     if device.type == "cuda":
         cuda_math()
 
-    # diffusers initialises weights from torch's global generator: seed it so a run's start is reproducible.
-    torch.manual_seed(cfg.seed)
-    restorer = build_restorer(cfg.model)
-    if config["init_dit"]:
-        restorer.dit = load_dit(config["init_dit"], cfg.model, key=f"train.{config['stage']}.init_from")
-    num_params = sum(p.numel() for p in restorer.dit.parameters())  # counted before ZeRO-3 partitions them
-    if stage.grad_checkpointing:
-        restorer.dit.enable_gradient_checkpointing()
-    if stage.compile:
-        compile_blocks(restorer.dit)
-    engine, optimizer = build_engine(restorer, stage, device)
-    # On every rank: each validates its share of the val set with the average. ZeRO 0-2 (EMA needs one of them)
-    # keeps the same weights on every rank, so the shadows agree; rank 0 saves its own.
-    ema = EMA(restorer.dit, stage.ema_decay) if stage.ema_decay is not None else None
+    trainee = build_trainee(cfg, stage, device, config["init_dit"], init_key=f"train.{config['stage']}.init_from")
+    restorer, engine, optimizer, ema, num_params = (trainee.restorer, trainee.engine, trainee.optimizer, trainee.ema,
+                                                    trainee.num_params)
 
     state = {"stage": config["stage"], "step": 0, "epoch": 0, "position": 0, "starts": []}
     checkpoint = ray.train.get_checkpoint()
