@@ -60,12 +60,10 @@ def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[int, 
     """Build the shards of `kinds` that `output` lacks, in a pool of `workers` processes: (built, already there)."""
     from tqdm import tqdm
 
-    from realrestorer import storage
-    from realrestorer.data.build import plan_dataset
-    from realrestorer.data.synthesize import done_uri
+    from realrestorer.data.build import pending_shards, plan_dataset
 
     plan = [s for s in plan_dataset(cfg, workers)[0] if s["kind"] in kinds]
-    pending = [s for s in plan if not storage.exists(done_uri(output, s["split"], s["kind"], s["index"]), cfg.storage)]
+    pending = pending_shards(plan, output, cfg)
     if pending:
         # spawn: the children start clean, whatever threads this process's torch has started
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_builder,

@@ -158,6 +158,13 @@ def _name(shard: dict[str, Any]) -> str:
     return shards.shard_name(shard["split"], shard["kind"], shard["index"])
 
 
+def pending_shards(plan: list[dict[str, Any]], output: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """The shards of `plan` that `output` lacks. A shard is complete when its marker names the very items the plan
+    gives it; a marker left by another plan (another crop count or cap, older code) does not count."""
+    markers = {m["shard"]: m for m in _collect(output, cfg)}
+    return [s for s in plan if markers.get(_name(s), {}).get("items") != s["items"]]
+
+
 def _remove_unplanned(output: str, cfg: PipelineConfig, planned: set[str]) -> int:
     """Delete the shard files (and their markers) not among the `planned` names; return how many there were."""
     fs, _ = storage.filesystem(output, cfg.storage)
@@ -233,11 +240,9 @@ def build_dataset(cfg: PipelineConfig) -> dict[str, Any]:
     output = output_uri(cfg)
     num_workers = cfg.data.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     plan, scan_rejections, num_sources = plan_dataset(cfg, num_workers)
-    # A shard is complete when its marker names the very items this plan gives it; a marker left by another
-    # plan (another crop count or cap, older code) does not count, and shards this plan does not name go.
+    # Shards this plan does not name go.
     planned = {_name(s) for s in plan}
-    markers = {m["shard"]: m for m in _collect(output, cfg)}
-    pending = [s for s in plan if markers.get(_name(s), {}).get("items") != s["items"]]
+    pending = pending_shards(plan, output, cfg)
     removed = _remove_unplanned(output, cfg, planned)
     _run_shards(cfg, output, pending, num_workers)
     seconds = time.perf_counter() - start
@@ -293,4 +298,4 @@ def _log_to_mlflow(summary: dict[str, Any], manifest: dict[str, Any], output: st
         mlflow.log_image(sheet, "contact_sheet.png")
 
 
-__all__ = ["build_dataset", "output_uri", "plan_dataset", "plan_shards"]
+__all__ = ["build_dataset", "output_uri", "pending_shards", "plan_dataset", "plan_shards"]
