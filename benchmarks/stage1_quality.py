@@ -56,12 +56,34 @@ def _build_shard(shard: dict) -> int:
     return _BUILDER.build(shard)["num_pairs"]
 
 
-def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[int, int]:
-    """Build the shards of `kinds` that `output` lacks, in a pool of `workers` processes: (built, already there)."""
+RECIPE_FILE = "stage1_quality.json"
+
+
+def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[dict[str, list[str]], int, int]:
+    """Build the shards of `kinds` that `output` lacks, in a pool of `workers` processes.
+
+    Returns (the planned shard URIs per split, shards built, shards already there). A folder is reused only
+    for the seed and data/degrade config it was built with (recorded in `RECIPE_FILE`): a shard's marker names
+    its sources and crops, not the resolution or severities its pairs were made with.
+    """
     from tqdm import tqdm
 
-    from realrestorer.data.build import pending_shards, plan_dataset
+    from realrestorer import storage
+    from realrestorer.data.build import SCAN_IN_DRIVER_MAX, pending_shards, plan_dataset
+    from realrestorer.data.shards import shard_name, shard_uris
+    from realrestorer.data.sources import list_clean
 
+    recipe = json.dumps({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
+                         "degrade": cfg.degrade.model_dump(mode="json")}, sort_keys=True)
+    recipe_uri = storage.join(output, RECIPE_FILE)
+    made_with = storage.read_bytes(recipe_uri, cfg.storage).decode() if storage.exists(recipe_uri, cfg.storage) else None
+    if made_with != recipe and (made_with is not None or shard_uris(output, storage_cfg=cfg.storage)):
+        raise ValueError(f"{output} holds pairs this script did not make with this seed and data/degrade config; "
+                         "pass a new --data folder")
+    if len(list_clean(cfg.data.clean_source, cfg.storage)) > SCAN_IN_DRIVER_MAX:
+        raise ValueError(f"data.clean_source holds more than {SCAN_IN_DRIVER_MAX} images, which the builder scans "
+                         "with Ray Data; build the dataset with jobs/synthesize.py and pass its folder as --data")
+    storage.write_bytes(recipe_uri, recipe.encode(), cfg.storage)
     plan = [s for s in plan_dataset(cfg, workers)[0] if s["kind"] in kinds]
     pending = pending_shards(plan, output, cfg)
     if pending:
@@ -72,7 +94,11 @@ def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[int, 
                 for num_pairs in pool.map(_build_shard, pending):
                     bar.set_postfix(pairs=num_pairs)
                     bar.update(1)
-    return len(pending), len(plan) - len(pending)
+    uris: dict[str, list[str]] = {}
+    for shard in plan:  # only the planned files: a reused folder may hold others
+        uris.setdefault(shard["split"], []).append(storage.join(output, shard_name(shard["split"], shard["kind"],
+                                                                                  shard["index"])))
+    return uris, len(pending), len(plan) - len(pending)
 
 
 def _column_batches(uris: list[str], columns: tuple[str, ...], storage_cfg):
@@ -84,20 +110,19 @@ def _column_batches(uris: list[str], columns: tuple[str, ...], storage_cfg):
             yield {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
 
 
-def load_train_pairs(output: str, kinds: list[str], storage_cfg):
-    """Every training pair of `kinds`, decoded: (clean N×H×W×3 uint8, degraded, prompts)."""
+def load_train_pairs(uris: list[str], storage_cfg):
+    """Every pair of the shard files `uris`, decoded: (clean N×H×W×3 uint8, degraded, prompts)."""
     import numpy as np
 
-    from realrestorer.data.shards import decode_stack, shard_uris
+    from realrestorer.data.shards import decode_stack
 
     clean, degraded, prompts = [], [], []
-    for batch in _column_batches(shard_uris(output, "train", kinds, storage_cfg), ("clean", "degraded", "prompt"),
-                                 storage_cfg):
+    for batch in _column_batches(uris, ("clean", "degraded", "prompt"), storage_cfg):
         clean += list(batch["clean"])
         degraded += list(batch["degraded"])
         prompts += [str(p) for p in batch["prompt"]]
     if not clean:
-        raise ValueError(f"no training pairs of kinds {kinds} under {output}")
+        return np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0, 1, 1, 3), np.uint8), np.asarray(prompts)
     both = decode_stack([*clean, *degraded], "training pairs")
     return both[: len(clean)], both[len(clean):], np.asarray(prompts)
 
@@ -194,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value (repeatable), e.g. model.text_encoder_path=/path")
     parser.add_argument("--minutes", type=float, default=20.0, help="training wall time (default: 20)")
     parser.add_argument("--data", default=None,
-                        help="folder for the pairs (reused where its shards are complete; default: a new temp folder)")
+                        help="folder for the pairs (reused for the same seed and data config; default: a new temp folder)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes building the pairs")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.workers < 1:
@@ -207,11 +232,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.preset, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         # One process: the stage's whole batch on one worker (more micro-batches a step where it had several).
         stage = StageConfig.model_validate({**cfg.train.stage1.model_dump(), "num_workers": 1})
-    except (ConfigError, ValidationError) as err:
-        message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-        print(f"error: {message}", file=sys.stderr)
+    except ValidationError as err:
+        message = err.errors()[0]["msg"].removeprefix("Value error, ")
+        print(f"error: this runs stage 1's whole batch ({cfg.train.stage1.batch_size}) on one process, and then "
+              f"{message} (set train.stage1.* with --set)", file=sys.stderr)
         return 2
     if stage.mixes:
         print(f"error: stage 1 of {args.preset} mixes {stage.kinds}; this measures a single-source stage 1",
@@ -227,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from realrestorer.data.shards import shard_uris
     from realrestorer.train import validate
     from realrestorer.train.throughput import cpu_math, cuda_math
 
@@ -237,15 +266,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = args.data or tempfile.mkdtemp(prefix="stage1-quality-")
     started = time.perf_counter()
-    built, kept = build_pairs(cfg, output, stage.kinds, args.workers)
+    try:
+        uris, built, kept = build_pairs(cfg, output, stage.kinds, args.workers)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"pairs: {built} shards built, {kept} already there, in {time.perf_counter() - started:.0f} s "
           f"({'with' if piqe else 'without'} the PIQE filter) under {output}")
-    pairs = load_train_pairs(output, stage.kinds, cfg.storage)
+    splits = [stage.val_split] if isinstance(stage.val_split, str) else stage.val_split
     val = validate.pick_val_pairs(
-        _column_batches(shard_uris(output, stage.val_split, stage.kinds, cfg.storage), validate.VAL_COLUMNS,
-                        cfg.storage),
+        _column_batches([u for split in splits for u in uris.get(split, [])], validate.VAL_COLUMNS, cfg.storage),
         stage.num_val_per_task,
     )
+    if not val:  # before training, not after it
+        print(f"error: the {'/'.join(splits)} split holds no pairs to score", file=sys.stderr)
+        return 2
+    pairs = load_train_pairs(uris.get("train", []), cfg.storage)
+    if len(pairs[0]) < stage.micro_batch_size:
+        print(f"error: {len(pairs[0])} training pairs make no micro-batch of {stage.micro_batch_size}", file=sys.stderr)
+        return 2
 
     device = torch.device("cuda" if stage.use_gpu else "cpu")
     cpu_math(stage.cpus_per_worker if device.type == "cpu" else torch.get_num_threads())

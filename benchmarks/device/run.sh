@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run on the lent GPU box from the repo root, carrying `.whl` and `.minilm16` (made by prepare.sh).
 # Each argument is one run: train_step.py's options (the training-step benchmark, the DeepSpeed engine
-# against a bare loop), or a script of benchmarks/ and its options. Default: "--config flux-width" and
-# "--config small", each with its config's ZeRO stage, compile setting and batch.
+# against a bare loop, without its Ray variant), or "stage1_quality.py" and its options (a preset's per-task
+# quality after some minutes of stage 1). Default: "--config flux-width" and "--config small", each with its
+# config's ZeRO stage, compile setting and batch.
 #   bash benchmarks/device/run.sh "--config flux-width" "--config flux-width --no-compile --zero 2 --batch 8"
 #   bash benchmarks/device/run.sh "--config flux-width --profile $OUT"   # where the step's time goes
 #   bash benchmarks/device/run.sh "stage1_quality.py --preset small --minutes 7 --data /tmp/pairs"
@@ -21,11 +22,11 @@ index=0
 for run in "${configs[@]}"; do
   index=$((index + 1))
   read -r -a words <<< "$run"
+  script=benchmarks/train_step.py
   if [[ "${words[0]:-}" == *.py ]]; then
-    script=benchmarks/${words[0]}; words=("${words[@]:1}")
-  else
-    script=benchmarks/train_step.py; words+=(--no-ray)   # the box has no Ray
+    script=benchmarks/${words[0]#benchmarks/}; words=("${words[@]:1}")
   fi
+  [[ "$script" == benchmarks/train_step.py ]] && words+=(--no-ray)   # the box has no Ray
   python3 "$script" "${words[@]}" --set "model.text_encoder_path=$PWD/.minilm16" \
     2>&1 | tee "$out/run-$index.log" || status=1
 done
