@@ -38,18 +38,10 @@ _BUILDER = None
 
 
 def _start_builder(cfg_json: str, output: str) -> None:
-    import cv2
-    import torch
-
-    from realrestorer.config import PipelineConfig
-    from realrestorer.data.filters import QualityScorer
-    from realrestorer.data.synthesize import ShardBuilder
+    from realrestorer.data.build import ShardWorker
 
     global _BUILDER
-    cv2.setNumThreads(1)  # one process per CPU already
-    torch.set_num_threads(1)
-    cfg = PipelineConfig.model_validate_json(cfg_json)
-    _BUILDER = ShardBuilder(cfg, output, QualityScorer(cfg.data.filters), teacher=None)
+    _BUILDER = ShardWorker(cfg_json, output, needs_teacher=False, needs_judge=False).builder
 
 
 def _build_shard(shard: dict) -> int:
@@ -71,7 +63,6 @@ def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[dict[
     from realrestorer import storage
     from realrestorer.data.build import SCAN_IN_DRIVER_MAX, pending_shards, plan_dataset
     from realrestorer.data.shards import shard_name, shard_uris
-    from realrestorer.data.sources import list_clean
 
     recipe = json.dumps({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
                          "degrade": cfg.degrade.model_dump(mode="json")}, sort_keys=True)
@@ -80,11 +71,14 @@ def build_pairs(cfg, output: str, kinds: list[str], workers: int) -> tuple[dict[
     if made_with != recipe and (made_with is not None or shard_uris(output, storage_cfg=cfg.storage)):
         raise ValueError(f"{output} holds pairs this script did not make with this seed and data/degrade config; "
                          "pass a new --data folder")
-    if len(list_clean(cfg.data.clean_source, cfg.storage)) > SCAN_IN_DRIVER_MAX:
+    try:
+        plan = [s for s in plan_dataset(cfg, workers)[0] if s["kind"] in kinds]
+    except ModuleNotFoundError as err:
+        if err.name != "ray":
+            raise
         raise ValueError(f"data.clean_source holds more than {SCAN_IN_DRIVER_MAX} images, which the builder scans "
-                         "with Ray Data; build the dataset with jobs/synthesize.py and pass its folder as --data")
+                         "with Ray Data; build the dataset with jobs/synthesize.py and pass its folder as --data") from err
     storage.write_bytes(recipe_uri, recipe.encode(), cfg.storage)
-    plan = [s for s in plan_dataset(cfg, workers)[0] if s["kind"] in kinds]
     pending = pending_shards(plan, output, cfg)
     if pending:
         # spawn: the children start clean, whatever threads this process's torch has started
@@ -157,8 +151,7 @@ def train(cfg, stage, pairs, device, seconds: float) -> dict:
     from realrestorer.train.schedule import learning_rate
 
     init_one_process(device)
-    trainee = build_trainee(cfg, stage, device)
-    restorer, engine, optimizer, ema = trainee.restorer, trainee.engine, trainee.optimizer, trainee.ema
+    restorer, engine, optimizer, ema, _ = build_trainee(cfg, stage, device)
     clean_all, degraded_all, prompts_all = pairs
     batches = micro_batches(len(clean_all), stage.micro_batch_size, cfg.seed)
     num_accum = stage.grad_accumulation
@@ -197,16 +190,11 @@ def train(cfg, stage, pairs, device, seconds: float) -> dict:
 
 def score(cfg, stage, run: dict, val: dict) -> dict[str, float]:
     """Val and identity PSNR/SSIM per group, as the trainer's validation computes them."""
-    import contextlib
-
     from realrestorer.train import validate
 
     clean, degraded = validate.decode_val_set(val)
-    restorer, ema = run["restorer"], run["ema"]
-    restorer.eval()
-    with ema.swapped_in(restorer.dit) if ema is not None else contextlib.nullcontext():
-        indices, restored = validate.restore_val_set(restorer, val, degraded, stage.val_num_steps,
-                                                     stage.micro_batch_size, cfg.seed)
+    indices, restored = validate.restore_val_set(run["restorer"], val, degraded, stage.val_num_steps,
+                                                 stage.micro_batch_size, cfg.seed, ema=run["ema"])
     psnr, ssim = validate.image_scores(clean[indices], restored)
     return {**validate.per_group(val["group"], psnr, ssim, "val"),
             **validate.per_group(val["group"], *validate.image_scores(clean, degraded), "identity")}
@@ -298,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stage1 · {run['steps']} steps in {run['seconds'] / 60:.1f} min · {run['samples_per_s']:.1f} samples/s · "
           f"loss {run['loss']:.4f} · {len(val['group'])} held-out pairs")
     print(validate.score_table(metrics))
-    groups = sorted({key.split("/")[1] for key in metrics if key.startswith("val/")})
+    groups = validate.val_groups(metrics)
     print(json.dumps({
         "benchmark": "stage1_quality", "preset": args.preset, "device": name, "piqe_filter": piqe,
         "minutes": round(run["seconds"] / 60, 2), "steps": run["steps"], "samples_per_s": run["samples_per_s"],

@@ -44,8 +44,12 @@ def _scan_batch(batch: dict[str, np.ndarray], cfg_json: str) -> dict[str, np.nda
     return {"source_uri": batch["source_uri"], "status": np.array(status), "phash": np.array(hashes, dtype=np.uint64)}
 
 
-class _ShardActor:
-    """One per CPU: loads the quality metrics, the teacher and the VLM judge once, then builds shards."""
+class ShardWorker:
+    """One per CPU: loads the quality metrics, the teacher and the VLM judge once, then builds shards.
+
+    A Ray Data actor here (`__call__` takes a batch of shard plans); benchmarks/stage1_quality.py runs one per
+    process of a pool on a machine without Ray (`builder.build`).
+    """
 
     def __init__(self, cfg_json: str, output: str, needs_teacher: bool, needs_judge: bool):
         import cv2
@@ -194,7 +198,7 @@ def _run_shards(cfg: PipelineConfig, output: str, pending: list[dict[str, Any]],
     ds = ray.data.from_items([{"shard": json.dumps(s)} for s in pending], override_num_blocks=len(pending))
     size = max(1, min(num_workers, len(pending)))
     results = ds.map_batches(
-        _ShardActor, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=size),
+        ShardWorker, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=size),
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "output": output,
                                "needs_teacher": any(s["kind"] == "real" for s in pending),
                                "needs_judge": cfg.data.vlm_path is not None
@@ -298,4 +302,4 @@ def _log_to_mlflow(summary: dict[str, Any], manifest: dict[str, Any], output: st
         mlflow.log_image(sheet, "contact_sheet.png")
 
 
-__all__ = ["build_dataset", "output_uri", "pending_shards", "plan_dataset", "plan_shards"]
+__all__ = ["ShardWorker", "build_dataset", "output_uri", "pending_shards", "plan_dataset", "plan_shards"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -118,8 +117,7 @@ def build_engine(restorer, stage: StageConfig, device: torch.device):
     return engine, optimizer
 
 
-@dataclass
-class Trainee:
+class Trainee(NamedTuple):
     """What a training worker steps: the restorer, the engine over its DiT, the optimizer and the EMA (or None)."""
 
     restorer: Any

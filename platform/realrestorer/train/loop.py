@@ -20,7 +20,6 @@ reaches step N, as a crashed or preempted worker would.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -97,12 +96,8 @@ def _validate(restorer, ema: EMA | None, val: dict[str, Any], clean: np.ndarray,
 
     Every rank used to restore the whole set: 32 workers of the flux-12b preset each sampled all its pairs.
     """
-    restorer.eval()
-    swap = ema.swapped_in(restorer.dit) if ema is not None else contextlib.nullcontext()
-    with swap:
-        indices, restored = validate.restore_val_set(restorer, val, degraded, num_steps, batch_size, seed, rank, world,
-                                                     lockstep)
-    restorer.train()
+    indices, restored = validate.restore_val_set(restorer, val, degraded, num_steps, batch_size, seed, rank, world,
+                                                 lockstep, ema)
     psnr, ssim = validate.image_scores(clean[indices], restored)
     indices, rows = validate.rank_share(val["group"], indices, restored)
     psnr, ssim, grid_rows = validate.merge_shares(_gathered((indices, psnr, ssim, rows), world), len(degraded))
@@ -178,9 +173,8 @@ def train_loop(config: dict[str, Any]) -> None:
     if device.type == "cuda":
         cuda_math()
 
-    trainee = build_trainee(cfg, stage, device, config["init_dit"], init_key=f"train.{config['stage']}.init_from")
-    restorer, engine, optimizer, ema, num_params = (trainee.restorer, trainee.engine, trainee.optimizer, trainee.ema,
-                                                    trainee.num_params)
+    restorer, engine, optimizer, ema, num_params = build_trainee(cfg, stage, device, config["init_dit"],
+                                                                 init_key=f"train.{config['stage']}.init_from")
 
     state = {"stage": config["stage"], "step": 0, "epoch": 0, "position": 0, "starts": []}
     checkpoint = ray.train.get_checkpoint()

@@ -332,8 +332,9 @@ def consolidation_memory(num_params: int, node_memory: list[float]) -> tuple[int
                           "run out of memory")
 
 
-def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str | None) -> dict[str, Any]:
-    """What every worker gets: the resolved config, init weights, validation pairs, MLflow run."""
+def train_loop_config(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
+    """What every worker gets, but for the data layout and MLflow run: the resolved config, init weights,
+    validation pairs."""
     stage = cfg.train.stage(stage_name)
     val = load_val_set(dataset_uri(cfg), stage.kinds, stage.num_val_per_task, cfg.storage, stage.val_split)
     decode_stack([*val["clean"], *val["degraded"]], "validation pairs")  # a one-line error here, not one per worker
@@ -342,7 +343,6 @@ def train_loop_config(cfg: PipelineConfig, stage_name: str, mlflow_run_id: str |
         "stage": stage_name,
         "init_dit": init_dit_uri(cfg, stage_name),
         "val": val,
-        "mlflow_run_id": mlflow_run_id,
     }
 
 
@@ -361,7 +361,7 @@ def train_stage(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
     # Ordered output makes a worker's stream, and so a resumed position in it, repeatable.
     ingest.preserve_order = True
     datasets = training_datasets(cfg, stage)
-    loop_config = {**train_loop_config(cfg, stage_name, None), "datasets": sorted(datasets)}
+    loop_config = {**train_loop_config(cfg, stage_name), "datasets": sorted(datasets)}
     # Mixed sources are not split by Ray (see training_datasets and batches.RankRows); a single source is.
     data_config = ray.train.DataConfig(datasets_to_split=[] if stage.mixes else ["train"], execution_options=ingest)
     with _mlflow_run(cfg, stage_name, name) as mlflow_run_id:

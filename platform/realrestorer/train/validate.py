@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -100,11 +101,15 @@ def per_group(groups: list[str], psnr: np.ndarray, ssim: np.ndarray, prefix: str
 WIN_MARGIN_DB = 0.05
 
 
+def val_groups(metrics: dict[str, float]) -> list[str]:
+    """The groups that `per_group` metrics score, sorted, the overall mean last."""
+    return sorted({k.split("/")[1] for k in metrics if k.startswith("val/")}, key=lambda g: (g == "mean", g))
+
+
 def wins(metrics: dict[str, float]) -> list[str]:
     """The groups (not the mean) whose val PSNR beats the identity baseline's by more than `WIN_MARGIN_DB`."""
-    groups = sorted({k.split("/")[1] for k in metrics if k.startswith("val/")} - {"mean"})
-    return [g for g in groups
-            if metrics[f"val/{g}/psnr"] > metrics.get(f"identity/{g}/psnr", float("inf")) + WIN_MARGIN_DB]
+    return [g for g in val_groups(metrics) if g != "mean"
+            and metrics[f"val/{g}/psnr"] > metrics.get(f"identity/{g}/psnr", float("inf")) + WIN_MARGIN_DB]
 
 
 def score_table(metrics: dict[str, float]) -> str:
@@ -112,7 +117,7 @@ def score_table(metrics: dict[str, float]) -> str:
     from realrestorer.degrade import TASKS
 
     lines = [f"{'group':<22}{'identity PSNR':>14}{'PSNR':>8}{'Δ dB':>8}{'SSIM':>8}"]
-    groups = sorted({k.split("/")[1] for k in metrics if k.startswith("val/")}, key=lambda g: (g == "mean", g))
+    groups = val_groups(metrics)
     for group in groups:
         base, psnr = metrics.get(f"identity/{group}/psnr", float("nan")), metrics[f"val/{group}/psnr"]
         lines.append(f"{group:<22}{base:>14.2f}{psnr:>8.2f}{psnr - base:>+8.2f}{metrics[f'val/{group}/ssim']:>8.3f}")
@@ -140,8 +145,11 @@ def rank_batches(num_pairs: int, batch_size: int, rank: int, world: int) -> tupl
 
 def restore_val_set(restorer, val: dict[str, list[Any]], degraded: np.ndarray, num_steps: int | None,
                     batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                    lockstep: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    lockstep: bool = False, ema=None) -> tuple[np.ndarray, np.ndarray]:
     """This rank's share of a decoded val set restored: its pairs' indices and N×H×W×3 float32 in [0, 1].
+
+    The restorer runs in eval mode (its mode is put back after), with the `ema` average swapped into its DiT
+    where one is given.
 
     With `lockstep` (ZeRO-3, whose every forward gathers weights collectively) a rank with fewer batches
     than the busiest one restores its first batch again (the set's first batch if it has none), unscored, until
@@ -152,13 +160,17 @@ def restore_val_set(restorer, val: dict[str, list[Any]], degraded: np.ndarray, n
     runs = [(start, True) for start in starts]
     if lockstep:
         runs += [(starts[0] if starts else 0, False)] * (per_rank - len(starts))
-    for start, scored in runs:
-        batch = torch.from_numpy(degraded[start:start + batch_size]).permute(0, 3, 1, 2).to(restorer.device)
-        prompts = val["prompt"][start:start + batch_size]
-        restored = restorer.restore(batch, prompts, num_steps=num_steps, seed=seed + start)
-        if scored:
-            indices.extend(range(start, start + len(batch)))
-            outputs.append(restored.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    training = restorer.training
+    restorer.eval()
+    with ema.swapped_in(restorer.dit) if ema is not None else contextlib.nullcontext():
+        for start, scored in runs:
+            batch = torch.from_numpy(degraded[start:start + batch_size]).permute(0, 3, 1, 2).to(restorer.device)
+            prompts = val["prompt"][start:start + batch_size]
+            restored = restorer.restore(batch, prompts, num_steps=num_steps, seed=seed + start)
+            if scored:
+                indices.extend(range(start, start + len(batch)))
+                outputs.append(restored.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    restorer.train(training)
     empty = np.zeros((0, *degraded.shape[1:]), np.float32)
     return np.asarray(indices, dtype=np.int64), np.concatenate(outputs) if outputs else empty
 
