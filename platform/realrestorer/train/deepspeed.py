@@ -6,8 +6,10 @@ it without DeepSpeed's import-time side effects.
 
 from __future__ import annotations
 
+import atexit
 import os
-import socket
+import tempfile
+import uuid
 from typing import Any, NamedTuple
 
 import torch
@@ -72,13 +74,14 @@ def init_one_process(device: torch.device) -> None:
 
     if torch.distributed.is_initialized():
         return
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as sock:  # a free port, so two such processes on one machine do not collide
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(key, value)
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    # A file rendezvous, not a TCP port: a port found free and then bound by torch can be taken in between by
+    # another process (a local Ray cluster opens many), which failed a test with EADDRINUSE.
+    rendezvous = os.path.join(tempfile.gettempdir(), f"realrestorer-rendezvous-{os.getpid()}-{uuid.uuid4().hex}")
+    atexit.register(lambda: os.path.exists(rendezvous) and os.remove(rendezvous))  # torch's store reopens it by path
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
+                               auto_mpi_discovery=False, init_method=f"file://{rendezvous}", rank=0, world_size=1)
 
 
 class DiTObjective(torch.nn.Module):
