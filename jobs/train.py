@@ -23,7 +23,7 @@ def _summary(result: dict) -> str:
     metrics = result["metrics"]
     lines = [
         f"stage {result['stage']} · run {result['run_name']} · {result['steps']} steps in {result['seconds']:.0f} s",
-        f"model     {result['model_uri']}",
+        f"model     {result['model_uri']}   (realrestorer restore {result['model_uri']} IMAGE… -o OUT --task TASK)",
         f"loss      {metrics.get('loss', float('nan')):.4f}   samples/s {metrics.get('samples_per_s', float('nan')):.1f}"
         + (f"   MFU {metrics['mfu']:.1%} ({metrics['mfu_6nt']:.1%} by 6·N·T)" if "mfu_6nt" in metrics else ""),
     ]

@@ -26,7 +26,7 @@ def image_file(tmp_path_factory, photo) -> Path:
 
 
 def test_help_on_every_command():
-    for args in ([], ["degrade"], ["tasks"], ["config"]):
+    for args in ([], ["degrade"], ["tasks"], ["config"], ["restore"]):
         result = run(*args, "--help")
         assert result.returncode == 0 and "usage:" in result.stdout
 

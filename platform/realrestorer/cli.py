@@ -56,6 +56,17 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from realrestorer.degrade import TASKS
+    from realrestorer.restore import restore_files
+
+    summary = restore_files(args.model, args.inputs, args.output, TASKS[args.task] if args.task else args.prompt,
+                            num_steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch,
+                            device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0 if summary.num_restored + summary.num_existing > 0 else 1
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -68,7 +79,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from realrestorer.config import add_config_arguments
-    from realrestorer.degrade import ALL_TASKS
+    from realrestorer.degrade import ALL_TASKS, TASKS
 
     parser = _Parser(prog="realrestorer", description="Real-world image restoration platform.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", metavar="OUT", help="write a labelled gallery of all tasks at three severities")
     p.set_defaults(run=_cmd_degrade)
 
+    p = commands.add_parser(
+        "restore", help="restore image files with a trained model",
+        description="Restore images with a consolidated model (the `model` a training stage prints): each input "
+                    "file, and each image under each input folder, is written to OUTPUT as a PNG (a folder's "
+                    "images at their relative paths). Unreadable files are skipped and counted; outputs already "
+                    "there are kept, so a run that was interrupted finishes when run again.")
+    p.add_argument("model", metavar="MODEL", help="consolidated model directory or s3:// URI (holds model_card.json and dit/)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output", required=True, help="folder for the restored PNGs (created if missing)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", choices=list(TASKS), help="restore this degradation with its fixed prompt")
+    what.add_argument("--prompt", help="an instruction of your own instead of a task's prompt")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model card's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model card's)")
+    p.add_argument("--seed", type=int, default=0, help="image k of the run samples with seed + k (default: 0)")
+    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default: 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU when visible)")
+    p.add_argument("--overwrite", action="store_true", help="restore images whose output already exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_restore)
+
     p = commands.add_parser("tasks", help="list the tasks and their fixed prompts", description="List the tasks and prompts.")
     p.set_defaults(run=_cmd_tasks)
 
@@ -98,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as err:  # bad input from the user: one line, no traceback
+    except (ValueError, FileNotFoundError) as err:  # bad input from the user (or a missing weight file): one line
         print(f"realrestorer {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

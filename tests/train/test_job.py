@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from tests.train.conftest import MICRO_MODEL
@@ -54,6 +56,14 @@ def test_train_job_runs_stage1_on_local_ray(ray_session, mlflow_server, pair_dat
     card = json.loads((tmp_path / "models" / "tiny-stage1" / "model_card.json").read_text())
     assert card["step"] == 2 and card["run_name"] == "tiny-stage1"
     assert sorted(p.name for p in (tmp_path / "train" / "tiny-stage1").glob("step-*")) == ["step-00000001", "step-00000002"]
+    # The consolidated model restores a user's file with the command line, at the file's own size.
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((40, 60, 3), 90, np.uint8))
+    restore = subprocess.run([sys.executable, "-m", "realrestorer.cli", "restore", str(tmp_path / "models" / "tiny-stage1"),
+                              str(photo), "-o", str(tmp_path / "restored"), "--task", "haze", "--steps", "2", "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert restore.returncode == 0 and "restored 1 of 1" in restore.stdout, restore.stderr[-2000:]
+    assert cv2.imread(str(tmp_path / "restored" / "photo.png")).shape == (40, 60, 3)
 
     import mlflow
 

