@@ -41,11 +41,17 @@ def haze_pair(photo) -> tuple[np.ndarray, np.ndarray]:
     return clean, np.clip(clean * 0.5 + 51, 0, 255).astype(np.uint8)
 
 
+def save(restorer, directory: Path) -> Path:
+    from realrestorer.model.restorer import save_model
+
+    save_model(restorer.dit, restorer.cfg, str(directory), {"run_name": "test", "step": 0})
+    return directory
+
+
 @pytest.fixture(scope="module")
 def model_dir(haze_pair, tmp_path_factory) -> Path:
     """A micro restorer trained on the pair until it removes the haze, saved as a training stage saves its model."""
     from realrestorer.model import build_restorer
-    from realrestorer.model.restorer import save_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -58,9 +64,7 @@ def model_dir(haze_pair, tmp_path_factory) -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out = tmp_path_factory.mktemp("model") / "tiny-stage1"
-    save_model(restorer.dit, restorer.cfg, str(out), {"run_name": "test", "step": 120})
-    return out
+    return save(restorer, tmp_path_factory.mktemp("model") / "tiny-stage1")
 
 
 def test_a_folder_is_restored_skipping_what_cannot_be_read_and_a_rerun_keeps_the_outputs(model_dir, haze_pair, tmp_path):
@@ -97,6 +101,9 @@ def test_a_folder_is_restored_skipping_what_cannot_be_read_and_a_rerun_keeps_the
     first = (out / "hazy.png").read_bytes()
     again = run(str(model_dir), str(inputs), "-o", str(out), "--task", "haze", "--quiet")
     assert again.returncode == 0 and "restored 0 of 6" in again.stdout and "kept 4 already restored" in again.stdout
+    # Another prompt into the same folder is refused rather than mixed with these outputs.
+    other = run(str(model_dir), str(inputs), "-o", str(out), "--task", "rain", "--quiet")
+    assert other.returncode == 1 and "holds the outputs of a run with other settings (prompt" in other.stderr, other.stderr
     (out / "hazy.png").unlink()
     redo = run(str(model_dir), str(inputs / "hazy.png"), "-o", str(out), "--task", "haze", "--overwrite", "--quiet")
     assert redo.returncode == 0 and "restored 1 of 1" in redo.stdout
@@ -128,17 +135,19 @@ def test_outputs_that_would_collide_are_refused_before_any_work(tmp_path):
         (["{broken}", "{image}", "-o", "{tmp}/o", "--task", "haze"], "model: {broken}/dit/config.json not found"),
         (["{model}", "{tmp}/nope.png", "-o", "{tmp}/o", "--task", "haze"], "nope.png: no such file or folder"),
         (["{model}", "{tmp}/empty_dir", "-o", "{tmp}/o", "--task", "haze"], "no images in this folder"),
-        (["{model}", "{image}", "-o", "{tmp}/o"], "one of the arguments --task --prompt is required"),
-        (["{model}", "{image}", "-o", "{tmp}/o", "--task", "sharpen"], "invalid choice"),
-        (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--prompt", "x"], "not allowed with argument"),
         (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--batch", "0"], "--batch must be at least 1"),
         (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--steps", "0"], "--steps must be at least 1"),
+        (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--guidance", "-1"], "--guidance must be at least 0"),
         (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--device", "cuda"], "no CUDA GPU is visible"),
+        (["{model}", "{image}", "-o", "{tmp}/o", "--task", "haze", "--device", "tpu9"], "--device tpu9: "),
+        (["{model}", "{image}", "-o", "{image}", "--task", "haze"], "is a file; -o names the folder"),
+        (["{model}", "{tmp}", "-o", "{tmp}", "--task", "haze"], "is also the output folder"),
+        (["{model}", "{image}", "-o", "{tmp}", "--task", "haze"], "would be overwritten by its own restoration"),
         (["{model}", "{text}", "-o", "{tmp}/o", "--task", "haze"], "not a readable image"),
     ],
 )
 def test_mistakes_get_one_line(args, message, model_dir, tmp_path):
-    if message.startswith("no CUDA") and torch.cuda.is_available():
+    if message.startswith("no CUDA") and torch.cuda.is_available():  # the case is about a machine without one
         message = "restored 1 of 1"
     image = write_rgb(tmp_path / "in.png", np.full((16, 16, 3), 128, np.uint8))
     (tmp_path / "empty_dir").mkdir()
@@ -155,3 +164,52 @@ def test_mistakes_get_one_line(args, message, model_dir, tmp_path):
     if not message.startswith("restored"):
         assert done.returncode != 0
         assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["m", "x.png", "-o", "o"], "one of the arguments --task --prompt is required"),
+        (["m", "x.png", "-o", "o", "--task", "sharpen"], "invalid choice"),
+        (["m", "x.png", "-o", "o", "--task", "haze", "--prompt", "x"], "not allowed with argument"),
+        (["m", "x.png", "--task", "haze"], "the following arguments are required: -o"),
+    ],
+)
+def test_usage_mistakes_get_one_line(args, message, capsys):
+    from realrestorer.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["restore", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_outputs_inside_an_input_folder_are_not_restored_again(model_dir, haze_pair, tmp_path):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "hazy.png", haze_pair[1])
+    for attempt in range(2):
+        done = run(str(model_dir), str(photos), "-o", str(photos / "restored"), "--task", "haze", "--quiet")
+        assert done.returncode == 0 and f"restored {1 - attempt} of 1 images" in done.stdout, done.stdout + done.stderr
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.png")) == ["hazy.png", "restored/hazy.png"]
+
+
+def test_a_noisy_sampler_seeds_each_image_by_its_place_in_the_run(haze_pair, tmp_path):
+    """With a noise flow, image k samples with seed + k: the same bytes whatever the batch or what a run before did."""
+    from realrestorer.model import build_restorer
+
+    torch.manual_seed(0)
+    restorer = build_restorer(micro_config(flow="noise", num_steps=2))
+    torch.nn.init.normal_(restorer.dit.proj_out.weight, std=0.05)  # untrained, but the noise shows in the output
+    model = save(restorer, tmp_path / "noise-model")
+    inputs = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        write_rgb(inputs / f"{name}.png", haze_pair[1])
+    for out, batch in (("one", "1"), ("three", "3")):
+        assert run(str(model), str(inputs), "-o", str(tmp_path / out), "--task", "haze", "--batch", batch,
+                   "--seed", "7", "--quiet").returncode == 0
+    one, three = ({n: (tmp_path / out / f"{n}.png").read_bytes() for n in "abc"} for out in ("one", "three"))
+    assert one == three
+    assert len(set(one.values())) == 3  # the same input, three seeds
+    (tmp_path / "three" / "c.png").unlink()  # as if a run had stopped after two images
+    done = run(str(model), str(inputs), "-o", str(tmp_path / "three"), "--task", "haze", "--seed", "7", "--quiet")
+    assert "restored 1 of 3" in done.stdout and (tmp_path / "three" / "c.png").read_bytes() == one["c"]

@@ -126,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from realrestorer.model.weights import MissingWeightsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input from the user (or a missing weight file): one line
+    except (ValueError, MissingWeightsError) as err:  # bad input from the user, or a missing weight file: one line
         print(f"realrestorer {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

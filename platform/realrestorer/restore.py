@@ -1,14 +1,16 @@
 """Restoring image files with a trained model: what `realrestorer restore MODEL INPUT… -o OUT` runs.
 
 The model is a consolidated directory (`dit/` + `model_card.json`, local or s3://) as a training stage writes
-it. Inputs are image files or folders of them (searched recursively). Each restored image goes to OUT as a PNG:
-a file's as `<stem>.png`, a folder's at its path relative to that folder. A file that cannot be read is skipped
-and counted by reason; an output already there is kept (so an interrupted run, run again, does the rest),
-unless `overwrite`.
+it. Inputs are image files or folders of them (searched recursively, following links; hidden files and anything
+under OUT left out). Each restored image goes to OUT as a PNG: a file's as `<stem>.png`, a folder's at its path
+relative to that folder. A file that cannot be read is skipped and counted by reason. An output already there is
+kept, unless `overwrite`, so an interrupted run, run again, does the rest; OUT's `restore.json` records the
+model and settings, and a run with others is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+RUN_FILE = "restore.json"
 
 
 @dataclass
@@ -29,13 +32,15 @@ class RestoreSummary:
     num_restored: int = 0
     num_existing: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    load_seconds: float = 0.0
     seconds: float = 0.0
     device: str = "cpu"
 
     def lines(self) -> list[str]:
         per = f" ({self.seconds / self.num_restored:.2f} s an image)" if self.num_restored else ""
+        load = f", after {self.load_seconds:.1f} s loading the model" if self.load_seconds else ""
         head = f"restored {self.num_restored} of {self.num_planned} images into {self.out_dir}"
-        out = [f"{head} in {self.seconds:.1f} s{per} on {self.device}"]
+        out = [f"{head} in {self.seconds:.1f} s{per} on {self.device}{load}"]
         if self.num_existing:
             out.append(f"kept {self.num_existing} already restored (--overwrite redoes them)")
         if self.skipped:
@@ -44,38 +49,82 @@ class RestoreSummary:
         return out
 
 
+def _images_under(folder: Path, out_dir: Path) -> list[Path]:
+    """The image files under `folder`, sorted, following links to folders once each, leaving out hidden names and
+    anything under `out_dir` (so outputs written inside an input folder are not restored again)."""
+    out_real = os.path.realpath(out_dir)
+    seen: set[str] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen or real == out_real or real.startswith(out_real + os.sep):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
 def plan_outputs(inputs: list[str], out_dir: Path) -> list[tuple[Path, Path]]:
     """(input image, output PNG) for every input file and every image under every input folder, in order.
 
-    ValueError for a missing input, a folder without images, or two inputs that would write the same output.
+    ValueError for a missing input, a folder without images, an output that would replace its own input, or two
+    inputs that would write the same output. A file named twice (directly and through its folder) counts once.
     """
-    plan: list[tuple[Path, Path]] = []
+    plan: dict[str, tuple[Path, Path]] = {}
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if os.path.realpath(path) == os.path.realpath(out_dir):
+                raise ValueError(f"{item}: is also the output folder, whose files would be replaced; give -o another folder")
+            found = _images_under(path, out_dir)
             if not found:
                 raise ValueError(f"{item}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
-            plan += [(p, out_dir / p.relative_to(path).with_suffix(".png")) for p in found]
+            pairs = [(p, out_dir / p.relative_to(path).with_suffix(".png")) for p in found]
         elif path.is_file():
-            plan.append((path, out_dir / f"{path.stem}.png"))
+            pairs = [(path, out_dir / f"{path.stem}.png")]
         else:
             raise ValueError(f"{item}: no such file or folder")
-    writers: dict[Path, Path] = {}
-    for src, dst in plan:
-        if dst in writers and writers[dst] != src:
-            raise ValueError(f"{writers[dst]} and {src} would both be written to {dst}; restore them in separate runs")
-        writers[dst] = src
-    # The same file named twice (a file and its folder) is restored once.
-    return list(dict.fromkeys(plan))
+        for src, dst in pairs:
+            plan.setdefault(os.path.realpath(src), (src, dst))
+    writers: dict[str, Path] = {}
+    for real, (src, dst) in plan.items():
+        target = os.path.realpath(dst)
+        if target == real:
+            raise ValueError(f"{src} would be overwritten by its own restoration; give -o another folder")
+        if target in writers:
+            raise ValueError(f"{writers[target]} and {src} would both be written to {dst}; restore them in separate runs")
+        writers[target] = src
+    return list(plan.values())
 
 
-def _skip_reason(message: str) -> str:
-    """A short counter name for a read failure (imagefile's messages end in the reason)."""
-    for reason in ("empty", "pixel limit", "corrupt or truncated", "not a readable image"):
-        if reason in message:
-            return {"pixel limit": "too large", "corrupt or truncated": "corrupt"}.get(reason, reason)
-    return "unreadable"
+def prepare_out_dir(out_dir: Path, run: dict, overwrite: bool) -> None:
+    """Create OUT (ValueError if it cannot be written) and record `run` in its RUN_FILE.
+
+    Outputs kept from an earlier run must come from the same model and settings: a different run is refused
+    unless `overwrite`, which redoes every output.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"-o {out_dir}: is a file; -o names the folder the restored images go to")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"-o {out_dir}: cannot create the folder ({err.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"-o {out_dir}: the folder is not writable")
+    record = out_dir / RUN_FILE
+    if record.is_file() and not overwrite:
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = {}
+        changed = {key: before.get(key) for key, value in run.items() if before.get(key) != value}
+        if changed:
+            was = ", ".join(f"{key} {value!r}" for key, value in changed.items())
+            raise ValueError(f"-o {out_dir}: holds the outputs of a run with other settings ({was}); "
+                             "give another folder, or --overwrite to redo them all")
+    record.write_text(json.dumps(run, indent=2, sort_keys=True))
 
 
 def _to_tensor(image: np.ndarray):
@@ -90,29 +139,36 @@ def _to_tensor(image: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0, alpha
 
 
-def _to_image(tensor, alpha: np.ndarray | None) -> np.ndarray:
-    rgb = (tensor.detach().float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    return rgb if alpha is None else np.dstack([rgb, alpha])
-
-
 def _write(path: Path, image: np.ndarray) -> None:
     """Write via a temporary name, so an interrupted run never leaves a partial file that counts as done."""
     from realrestorer.imagefile import write_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{path.parent}: cannot create the folder ({err.strerror})") from None
     partial = path.with_name(f".{path.stem}.partial.png")
     write_image(partial, image)
     os.replace(partial, path)
 
 
 def pick_device(device: str) -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; an explicit 'cuda' without one is an error."""
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; a device that is not there is a ValueError."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+        if (chosen.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible")
+    elif chosen.type != "cpu":
+        raise ValueError(f"--device {device}: use cpu, cuda, cuda:N or auto")
     return device
 
 
@@ -138,7 +194,7 @@ def restore_files(
     import torch
     from tqdm import tqdm
 
-    from realrestorer.imagefile import read_image
+    from realrestorer.imagefile import ImageReadError, read_image
     from realrestorer.model import load_restorer
     from realrestorer.model.restorer import CARD_NAME
     from realrestorer.model.weights import check_files
@@ -147,25 +203,29 @@ def restore_files(
         raise ValueError(f"--batch must be at least 1, got {batch_size}")
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"--steps must be at least 1, got {num_steps}")
+    if guidance is not None and guidance < 0:
+        raise ValueError(f"--guidance must be at least 0, got {guidance}")
     check_files(model_uri, "model", ((CARD_NAME,), ("dit/config.json",)))
     out_dir = Path(out_dir).expanduser()
     plan = plan_outputs(inputs, out_dir)
     summary = RestoreSummary(out_dir=out_dir, num_planned=len(plan), device=pick_device(device))
+    model = model_uri if "://" in model_uri else os.path.realpath(Path(model_uri).expanduser())
+    prepare_out_dir(out_dir, {"model": model, "prompt": prompt, "steps": num_steps, "guidance": guidance,
+                              "seed": seed}, overwrite)
     todo = [(k, src, dst) for k, (src, dst) in enumerate(plan) if overwrite or not dst.exists()]
     summary.num_existing = len(plan) - len(todo)
     if not todo:
         return summary
-    started = time.perf_counter()
     restorer = None  # loaded when the first readable image needs it
+    started = time.perf_counter()
     bar = tqdm(total=len(todo), unit="image", disable=not progress, file=sys.stderr)
     for start in range(0, len(todo), batch_size):
         readable = []
         for k, src, dst in todo[start : start + batch_size]:
             try:
                 tensor, alpha = _to_tensor(read_image(src))
-            except ValueError as err:
-                reason = _skip_reason(str(err))
-                summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
+            except ImageReadError as err:
+                summary.skipped[err.reason] = summary.skipped.get(err.reason, 0) + 1
                 tqdm.write(f"skipped {err}", file=sys.stderr)
                 bar.update(1)
                 continue
@@ -173,6 +233,7 @@ def restore_files(
         # One restore call per run of consecutive plan indices: `restore` seeds image i of a call with seed + i.
         if readable and restorer is None:
             restorer = load_restorer(model_uri, key="model").to(summary.device).eval()
+            summary.load_seconds = time.perf_counter() - started
         runs: list[list] = []
         for item in readable:
             if runs and runs[-1][-1][0] == item[0] - 1:
@@ -184,9 +245,10 @@ def restore_files(
                 restored = restorer.restore([t for _, _, t, _ in run], [prompt] * len(run), num_steps=num_steps,
                                             guidance=guidance, seed=seed + run[0][0])
             for (_, dst, _, alpha), out in zip(run, restored):
-                _write(dst, _to_image(out, alpha))
+                rgb = (out.float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+                _write(dst, rgb if alpha is None else np.dstack([rgb, alpha]))
                 summary.num_restored += 1
                 bar.update(1)
     bar.close()
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - started - summary.load_seconds
     return summary

