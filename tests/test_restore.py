@@ -213,3 +213,13 @@ def test_a_noisy_sampler_seeds_each_image_by_its_place_in_the_run(haze_pair, tmp
     (tmp_path / "three" / "c.png").unlink()  # as if a run had stopped after two images
     done = run(str(model), str(inputs), "-o", str(tmp_path / "three"), "--task", "haze", "--seed", "7", "--quiet")
     assert "restored 1 of 3" in done.stdout and (tmp_path / "three" / "c.png").read_bytes() == one["c"]
+
+
+def test_keep_detail_sharpens_a_photo_larger_than_the_model_works_at(model_dir, photo, tmp_path):
+    clean = cv2.resize(photo, (96, 96), interpolation=cv2.INTER_AREA)
+    image = write_rgb(tmp_path / "big.png", np.clip(clean * 0.5 + 51, 0, 255).astype(np.uint8))
+    for name, extra in (("resized", []), ("kept", ["--keep-detail"])):
+        done = run(str(model_dir), str(image), "-o", str(tmp_path / name), "--task", "haze", "--quiet", *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+    resized, kept = (read_rgb(tmp_path / name / "big.png") for name in ("resized", "kept"))
+    assert psnr(kept, clean) > psnr(resized, clean) + 3.0

@@ -62,7 +62,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     summary = restore_files(args.model, args.inputs, args.output, TASKS[args.task] if args.task else args.prompt,
                             num_steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch,
-                            device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+                            device=args.device, overwrite=args.overwrite, keep_detail=args.keep_detail,
+                            progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0 if summary.num_restored + summary.num_existing > 0 else 1
 
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="image k of the run samples with seed + k (default: 0)")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default: 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU when visible)")
+    p.add_argument("--keep-detail", action="store_true",
+                   help="add back the input's detail finer than the model's working size (sharp for haze, low light "
+                        "and colour casts; keeps fine noise or rain as it was)")
     p.add_argument("--overwrite", action="store_true", help="restore images whose output already exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_restore)

@@ -184,12 +184,14 @@ def restore_files(
     batch_size: int = 4,
     device: str = "auto",
     overwrite: bool = False,
+    keep_detail: bool = False,
     progress: bool = True,
 ) -> RestoreSummary:
     """Restore every input image with the model at `model_uri` and the prompt `prompt`; see the module doc.
 
     Image k of the plan samples with seed `seed + k`, so an output does not depend on the batch size or on
-    which images an earlier run already did. `num_steps` and `guidance` default to the model card's.
+    which images an earlier run already did. `num_steps` and `guidance` default to the model card's; `keep_detail`
+is `Restorer.restore`'s.
     """
     import torch
     from tqdm import tqdm
@@ -211,7 +213,7 @@ def restore_files(
     summary = RestoreSummary(out_dir=out_dir, num_planned=len(plan), device=pick_device(device))
     model = model_uri if "://" in model_uri else os.path.realpath(Path(model_uri).expanduser())
     prepare_out_dir(out_dir, {"model": model, "prompt": prompt, "steps": num_steps, "guidance": guidance,
-                              "seed": seed}, overwrite)
+                              "seed": seed, "keep_detail": keep_detail}, overwrite)
     todo = [(k, src, dst) for k, (src, dst) in enumerate(plan) if overwrite or not dst.exists()]
     summary.num_existing = len(plan) - len(todo)
     if not todo:
@@ -243,7 +245,7 @@ def restore_files(
         for run in runs:
             with torch.inference_mode():
                 restored = restorer.restore([t for _, _, t, _ in run], [prompt] * len(run), num_steps=num_steps,
-                                            guidance=guidance, seed=seed + run[0][0])
+                                            guidance=guidance, seed=seed + run[0][0], keep_detail=keep_detail)
             for (_, dst, _, alpha), out in zip(run, restored):
                 rgb = (out.float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
                 _write(dst, rgb if alpha is None else np.dstack([rgb, alpha]))

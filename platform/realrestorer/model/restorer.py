@@ -120,8 +120,14 @@ class Restorer(nn.Module):
         num_steps: int | None = None,
         guidance: float | None = None,
         seed: int = 0,
+        keep_detail: bool = False,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Restored images in [0, 1] at the input sizes.
+
+        The DiT works at the configured area, so an input larger than that comes back resized up from it. With
+        `keep_detail`, the input's own detail finer than that scale (the input less its version at the working
+        size) is added back to the result: sharp output for degradations that live at coarse scales (haze, low
+        light, colour casts), at the cost of keeping fine-scale ones (noise, rain streaks) as they were.
 
         `degraded` is a B×3×H×W tensor or a list of 3×H×W tensors of any sizes; images that fit to the same
         token grid run as one batch. Image i's noise comes from `seed + i`, so it does not depend on batching.
@@ -155,7 +161,11 @@ class Restorer(nn.Module):
             x0 = sample(self.dit, pack(start), pack(y), rows, cols, text, empty, num_steps, self.cfg.shift, guidance)
             restored = self.codec.decode(unpack(x0, y.shape[-2], y.shape[-1]))
             for j, i in enumerate(idx):
-                out[i] = resize(restored[j : j + 1], tuple(images[i].shape[-2:]))[0]
+                full = tuple(images[i].shape[-2:])
+                out[i] = resize(restored[j : j + 1], full)[0]
+                if keep_detail and full != size:
+                    original = images[i][None].to(dev).float()
+                    out[i] = (out[i] + (original - resize(resize(original, size), full))[0]).clamp(0.0, 1.0)
         return out if isinstance(degraded, (list, tuple)) else torch.stack(out)
 
     def save(self, directory: str, card: dict) -> None:
