@@ -71,6 +71,7 @@ def test_gallery_with_builtin_photo(tmp_path):
         (["{image}", "-o", "{tmp}/no/such/dir/o.png"], "does not exist"),
         (["{image}", "-o", "{tmp}/o.xyz"], "unknown image format"),
         (["{image}"], "say where"),
+        (["{image}", "-o", "{tmp}/o.png", "--params", "{tmp}/no/dir/p.json"], "cannot write"),
     ],
 )
 def test_bad_input_gets_one_line_error(args, message, tmp_path, image_file):

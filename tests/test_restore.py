@@ -184,13 +184,19 @@ def test_usage_mistakes_get_one_line(args, message, capsys):
     assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_outputs_inside_an_input_folder_are_not_restored_again(model_dir, haze_pair, tmp_path):
+def test_outputs_inside_an_input_folder_are_not_restored_again_and_a_folder_inside_out_is_read(model_dir, haze_pair, tmp_path):
     photos = tmp_path / "photos"
     write_rgb(photos / "hazy.png", haze_pair[1])
     for attempt in range(2):
         done = run(str(model_dir), str(photos), "-o", str(photos / "restored"), "--task", "haze", "--quiet")
         assert done.returncode == 0 and f"restored {1 - attempt} of 1 images" in done.stdout, done.stdout + done.stderr
     assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.png")) == ["hazy.png", "restored/hazy.png"]
+    # The other way round, a folder inside OUT is scanned whole; and the model card's steps given explicitly are
+    # the settings the first run recorded, not other ones.
+    done = run(str(model_dir), str(photos), "-o", str(tmp_path), "--task", "haze", "--quiet")
+    assert done.returncode == 0 and "restored 2 of 2 images" in done.stdout, done.stdout + done.stderr
+    same = run(str(model_dir), str(photos), "-o", str(tmp_path), "--task", "haze", "--steps", "4", "--quiet")
+    assert same.returncode == 0 and "kept 2 already restored" in same.stdout, same.stdout + same.stderr
 
 
 def test_a_noisy_sampler_seeds_each_image_by_its_place_in_the_run(haze_pair, tmp_path):

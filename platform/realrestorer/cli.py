@@ -41,7 +41,10 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({out.shape[1]}×{out.shape[0]}, {args.task}, severity {args.severity}, "
           f"{(time.perf_counter() - started) * 1000:.0f} ms)")
     if args.params:
-        Path(args.params).write_text(json.dumps(params, indent=2))
+        try:
+            Path(args.params).write_text(json.dumps(params, indent=2))
+        except OSError as err:
+            raise ValueError(f"--params {args.params}: cannot write ({err.strerror})") from None
         print(f"wrote {args.params}")
     return 0
 

@@ -55,18 +55,23 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, "empty", "file is empty")
     from PIL import Image
 
+    tiff = path.suffix.lower() in (".tif", ".tiff")
+    width = height = None
+    orientation = 1
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is the limit here; PIL's own bomb check would warn (or refuse) at a different size.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as probe:  # reads the header only
                 width, height = probe.size
-                orientation = _orientation(probe)
+                # OpenCV turns a TIFF upright itself, even unchanged; other formats it leaves as stored.
+                orientation = 1 if probe.format == "TIFF" else _orientation(probe)
     except Image.DecompressionBombError:
         raise ImageReadError(path, "too large", f"larger than the {MAX_PIXELS:,}-pixel limit") from None
     except Exception:
-        raise ImageReadError(path, "not an image", "not a readable image") from None
-    if width * height > MAX_PIXELS:
+        if not tiff:  # PIL cannot open float or signed RGB TIFFs, which OpenCV reads: the size is checked after
+            raise ImageReadError(path, "not an image", "not a readable image") from None
+    if width is not None and width * height > MAX_PIXELS:
         raise ImageReadError(path, "too large", f"{width}×{height} is larger than the {MAX_PIXELS:,}-pixel limit")
     # OpenCV would print its own warning for a truncated file; the error below says it once.
     previous = cv2.utils.logging.getLogLevel()
@@ -76,7 +81,12 @@ def read_image(path: str | Path) -> np.ndarray:
     finally:
         cv2.utils.logging.setLogLevel(previous)
     if image is None:
+        if width is None:
+            raise ImageReadError(path, "not an image", "not a readable image")
         raise ImageReadError(path, "corrupt", "not a readable image (corrupt or truncated?)")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ImageReadError(path, "too large", f"{image.shape[1]}×{image.shape[0]} is larger than the "
+                                                 f"{MAX_PIXELS:,}-pixel limit")
     if image.dtype.kind == "f":  # float TIFF/EXR: values in [0, 1]
         image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif image.dtype.kind == "i":

@@ -52,12 +52,14 @@ class RestoreSummary:
 def _images_under(folder: Path, out_dir: Path) -> list[Path]:
     """The image files under `folder`, sorted, following links to folders once each, leaving out hidden names and
     anything under `out_dir` (so outputs written inside an input folder are not restored again)."""
+    # Only an OUT inside the folder holds outputs the scan could meet; a folder inside OUT is scanned whole.
     out_real = os.path.realpath(out_dir)
+    inside = out_real.startswith(os.path.realpath(folder) + os.sep)
     seen: set[str] = set()
     found: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen or real == out_real or real.startswith(out_real + os.sep):
+        if real in seen or (inside and (real == out_real or real.startswith(out_real + os.sep))):
             dirs[:] = []
             continue
         seen.add(real)
@@ -103,7 +105,7 @@ def prepare_out_dir(out_dir: Path, run: dict, overwrite: bool) -> None:
     """Create OUT (ValueError if it cannot be written) and record `run` in its RUN_FILE.
 
     Outputs kept from an earlier run must come from the same model and settings: a different run is refused
-    unless `overwrite`, which redoes every output.
+    unless `overwrite`, which redoes the outputs of this run's inputs (and records this run).
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: is a file; -o names the folder the restored images go to")
@@ -119,7 +121,8 @@ def prepare_out_dir(out_dir: Path, run: dict, overwrite: bool) -> None:
             before = json.loads(record.read_text())
         except ValueError:
             before = {}
-        changed = {key: before.get(key) for key, value in run.items() if before.get(key) != value}
+        # A setting an older record lacks had its default then (keep_detail: off).
+        changed = {key: before.get(key) for key, value in run.items() if before.get(key, False) != value}
         if changed:
             was = ", ".join(f"{key} {value!r}" for key, value in changed.items())
             raise ValueError(f"-o {out_dir}: holds the outputs of a run with other settings ({was}); "
@@ -200,6 +203,7 @@ is `Restorer.restore`'s.
     from realrestorer.model import load_restorer
     from realrestorer.model.restorer import CARD_NAME
     from realrestorer.model.weights import check_files
+    from realrestorer.storage import join, read_bytes
 
     if batch_size < 1:
         raise ValueError(f"--batch must be at least 1, got {batch_size}")
@@ -212,6 +216,12 @@ is `Restorer.restore`'s.
     plan = plan_outputs(inputs, out_dir)
     summary = RestoreSummary(out_dir=out_dir, num_planned=len(plan), device=pick_device(device))
     model = model_uri if "://" in model_uri else os.path.realpath(Path(model_uri).expanduser())
+    try:  # the card's sampler defaults, recorded as used
+        card = json.loads(read_bytes(join(model_uri, CARD_NAME)))["model"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"model: {join(model_uri, CARD_NAME)} is not a model card") from None
+    num_steps = card["num_steps"] if num_steps is None else num_steps
+    guidance = card["guidance"] if guidance is None else guidance
     prepare_out_dir(out_dir, {"model": model, "prompt": prompt, "steps": num_steps, "guidance": guidance,
                               "seed": seed, "keep_detail": keep_detail}, overwrite)
     todo = [(k, src, dst) for k, (src, dst) in enumerate(plan) if overwrite or not dst.exists()]

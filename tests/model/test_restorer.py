@@ -87,9 +87,9 @@ def test_mixed_sizes_come_back_at_their_own_sizes_independent_of_batching(overfi
     assert torch.allclose(alone[0], outs[1], atol=1e-5)
 
 
-def test_keep_detail_adds_back_what_the_working_size_cannot_hold(overfit, pair):
+def test_keep_detail_adds_back_what_the_working_size_cannot_hold(overfit):
     """A hazy photo at three times the DiT's area: resized up from 32², the result is blurred; with keep_detail the
-    input's finer detail comes back on top of the model's correction. At the working size both are the same."""
+    input's finer detail comes back on top of the model's correction."""
     import cv2
     from skimage import data as skdata
 
@@ -102,8 +102,6 @@ def test_keep_detail_adds_back_what_the_working_size_cannot_hold(overfit, pair):
     kept = restorer.restore(hazy, [PROMPT], num_steps=4, keep_detail=True)
     assert psnr(resized, clean) > psnr(hazy, clean) + 2.0
     assert psnr(kept, clean) > psnr(resized, clean) + 3.0
-    assert torch.equal(restorer.restore(pair[1], [PROMPT], num_steps=4, keep_detail=True),
-                       restorer.restore(pair[1], [PROMPT], num_steps=4))
 
 
 def test_seeds_make_noise_flow_sampling_reproducible(pair):
