@@ -224,7 +224,7 @@ def test_a_noisy_sampler_seeds_each_image_by_its_place_in_the_run(haze_pair, tmp
 def test_keep_detail_sharpens_a_photo_larger_than_the_model_works_at(model_dir, photo, tmp_path):
     clean = cv2.resize(photo, (96, 96), interpolation=cv2.INTER_AREA)
     image = write_rgb(tmp_path / "big.png", np.clip(clean * 0.5 + 51, 0, 255).astype(np.uint8))
-    for name, extra in (("resized", []), ("kept", ["--keep-detail"])):
+    for name, extra in (("resized", ["--no-keep-detail"]), ("kept", [])):
         done = run(str(model_dir), str(image), "-o", str(tmp_path / name), "--task", "haze", "--quiet", *extra)
         assert done.returncode == 0, done.stderr[-2000:]
     resized, kept = (read_rgb(tmp_path / name / "big.png") for name in ("resized", "kept"))

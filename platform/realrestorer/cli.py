@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="image k of the run samples with seed + k (default: 0)")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default: 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU when visible)")
-    p.add_argument("--keep-detail", action="store_true",
-                   help="add back the input's detail finer than the model's working size (sharp for haze, low light "
-                        "and colour casts; keeps fine noise or rain as it was)")
+    p.add_argument("--keep-detail", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the input's detail finer than the model's working size back on top of the result "
+                        "resized up from it (default: on; off gives the plain resize)")
     p.add_argument("--overwrite", action="store_true", help="restore images whose output already exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_restore)

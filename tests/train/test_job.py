@@ -64,6 +64,13 @@ def test_train_job_runs_stage1_on_local_ray(ray_session, mlflow_server, pair_dat
                              capture_output=True, text=True, timeout=300)
     assert restore.returncode == 0 and "restored 1 of 1" in restore.stdout, restore.stderr[-2000:]
     assert cv2.imread(str(tmp_path / "restored" / "photo.png")).shape == (40, 60, 3)
+    # The benchmark of large photos runs on it: the plain resize up from 64² blurs what keeping the detail keeps.
+    bench = subprocess.run([sys.executable, str(REPO / "benchmarks" / "restore_detail.py"), "--model",
+                            str(tmp_path / "models" / "tiny-stage1"), "--tasks", "haze", "--steps", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    result = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert len(result["photos"]) >= 2 and result["psnr"]["haze"]["keep_detail"] > result["psnr"]["haze"]["resized"]
 
     import mlflow
 
