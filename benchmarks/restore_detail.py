@@ -19,15 +19,13 @@ import numpy as np
 import torch
 
 from realrestorer.data.config import DataConfig
+from realrestorer.data.filters import psnr
 from realrestorer.data.sources import BUILTIN_PHOTOS, assign_splits, load_image
 from realrestorer.degrade import TASKS, degrade
+from realrestorer.imagefile import to_uint8
 from realrestorer.model import load_restorer
 from realrestorer.model.restorer import CARD_NAME
 from realrestorer.storage import join, read_bytes
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10.0 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
 def held_out_photos(card: dict) -> list[str]:
@@ -65,7 +63,7 @@ def main() -> None:
             for keep in (False, True):
                 with torch.inference_mode():
                     out = restorer.restore([image], [TASKS[task]], num_steps=args.steps, keep_detail=keep)[0]
-                outs.append((out.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+                outs.append(to_uint8(out.permute(1, 2, 0).numpy()))
             scores[task].append((psnr(degraded, clean), psnr(outs[0], clean), psnr(outs[1], clean)))
     means = {task: np.mean(rows, axis=0).tolist() for task, rows in scores.items()}
     print(f"{'task':<12}{'input':>8}{'resized':>10}{'detail kept':>13}")

@@ -9,6 +9,12 @@ import cv2
 import numpy as np
 
 MAX_PIXELS = 100_000_000  # a decoded image above this is refused (a decompression bomb or a mistake)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what write_image encodes
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] as uint8, rounded (values outside are clipped)."""
+    return (images * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 class ImageReadError(ValueError):
@@ -88,7 +94,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, "too large", f"{image.shape[1]}×{image.shape[0]} is larger than the "
                                                  f"{MAX_PIXELS:,}-pixel limit")
     if image.dtype.kind == "f":  # float TIFF/EXR: values in [0, 1]
-        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = to_uint8(np.nan_to_num(image))
     elif image.dtype.kind == "i":
         raise ImageReadError(path, "unsupported", f"signed {image.dtype} pixels are not supported (save as 8 or 16 bit)")
     elif image.dtype != np.uint8:
@@ -107,7 +113,7 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: folder {path.parent} does not exist")
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .bmp or .tif")
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

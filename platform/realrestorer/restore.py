@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from realrestorer.imagefile import IMAGE_SUFFIXES
+
 RUN_FILE = "restore.json"
 
 
@@ -193,14 +194,14 @@ def restore_files(
     """Restore every input image with the model at `model_uri` and the prompt `prompt`; see the module doc.
 
     Image k of the plan samples with seed `seed + k`, so an output does not depend on the batch size or on
-    which images an earlier run already did. `num_steps` and `guidance` default to the model card's; `keep_detail`
-is `Restorer.restore`'s, on by default here: inputs from disk are seldom at the model's working size, and measured
-on the tiny model the detail it keeps outweighs the fine-scale degradation it keeps too (see README).
+        which images an earlier run already did. `num_steps` and `guidance` default to the model card's; `keep_detail`
+    is `Restorer.restore`'s, on by default here: inputs from disk are seldom at the model's working size, and
+    measured on the tiny model the detail it keeps outweighs the fine-scale degradation it keeps too (see README).
     """
     import torch
     from tqdm import tqdm
 
-    from realrestorer.imagefile import ImageReadError, read_image
+    from realrestorer.imagefile import ImageReadError, read_image, to_uint8
     from realrestorer.model import load_restorer
     from realrestorer.model.restorer import CARD_NAME
     from realrestorer.model.weights import check_files
@@ -258,7 +259,7 @@ on the tiny model the detail it keeps outweighs the fine-scale degradation it ke
                 restored = restorer.restore([t for _, _, t, _ in run], [prompt] * len(run), num_steps=num_steps,
                                             guidance=guidance, seed=seed + run[0][0], keep_detail=keep_detail)
             for (_, dst, _, alpha), out in zip(run, restored):
-                rgb = (out.float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+                rgb = to_uint8(out.float().permute(1, 2, 0).cpu().numpy())
                 _write(dst, rgb if alpha is None else np.dstack([rgb, alpha]))
                 summary.num_restored += 1
                 bar.update(1)

@@ -163,9 +163,9 @@ class Restorer(nn.Module):
             for j, i in enumerate(idx):
                 full = tuple(images[i].shape[-2:])
                 out[i] = resize(restored[j : j + 1], full)[0]
-                if keep_detail and full != size:
-                    original = images[i][None].to(dev).float()
-                    out[i] = (out[i] + (original - resize(resize(original, size), full))[0]).clamp(0.0, 1.0)
+                if keep_detail and full != size:  # batch[j] is the input at the working size
+                    detail = images[i].to(dev).float() - resize(batch[j : j + 1], full)[0]
+                    out[i] = (out[i] + detail).clamp(0.0, 1.0)
         return out if isinstance(degraded, (list, tuple)) else torch.stack(out)
 
     def save(self, directory: str, card: dict) -> None:

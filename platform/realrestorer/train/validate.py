@@ -13,6 +13,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from realrestorer.data.shards import decode_stack, read_shards
+from realrestorer.imagefile import to_uint8
 
 
 def group_name(kind: str, task: str) -> str:
@@ -187,11 +188,6 @@ def sample_grid(groups: list[str], degraded: np.ndarray, restored, clean: np.nda
     """
     rows = [np.concatenate([degraded[i], restored[i], clean[i]], axis=1) for i in group_firsts(groups)]
     return to_uint8(np.concatenate(rows, axis=0))
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] as uint8, rounded."""
-    return (images * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def rank_share(groups: list[str], indices: np.ndarray, restored: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
